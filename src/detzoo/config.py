@@ -1,0 +1,349 @@
+"""Configuration: a dataclass schema, YAML recipes (with one optional ``base:``) and dotted overrides.
+
+``load_config("configs/ssd300_mobilenetv2.yaml", ["train.epochs=3", "data.train=path/to/data"])`` returns a
+validated :class:`Config`. Unknown keys are rejected with a close-match suggestion; values are type-checked
+against the schema. YAML is read with ``yaml.safe_load`` only, and override values are parsed the same way
+(``3`` is an int, ``[a, b]`` a list, ``null`` is None) - never with ``eval``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message says where and why."""
+
+
+def choice(default: Any, *choices: Any) -> Any:
+    """A dataclass field whose value must be one of ``choices``."""
+    return field(default=default, metadata={"choices": choices})
+
+
+@dataclass
+class DatasetSpec:
+    """One dataset on disk. ``format: auto`` guesses from the path (see ``detzoo.data.formats``)."""
+
+    path: str = ""
+    format: str = choice("auto", "auto", "coco", "voc", "txt", "yolo")
+    images: str | None = None  # image root for COCO JSON and TXT files (guessed when empty)
+    split: str | None = None  # VOCdevkit ImageSets/Main/<split>.txt, or the YOLO split folder
+
+
+@dataclass
+class AugmentConfig:
+    """Training augmentation of the SSD paper (probabilities; 0 turns a step off)."""
+
+    photometric: float = 0.5
+    zoom_out: float = 0.5
+    zoom_out_max: float = 4.0
+    iou_crop: bool = True
+    flip: float = 0.5
+
+
+@dataclass
+class DataConfig:
+    train: list[DatasetSpec] = field(default_factory=list)
+    val: list[DatasetSpec] = field(default_factory=list)
+    classes: list[str] | None = None  # class names (order = label index); None = read from the data
+    skip_bad: bool = False  # skip unreadable samples (and report how many) instead of stopping
+    workers: int = 2
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+
+@dataclass
+class ModelConfig:
+    """Which zoo model to build; every ``None`` field keeps the model's recipe default."""
+
+    name: str = "ssd300_mobilenetv2"
+    num_classes: int | None = None  # None = the number of classes in the data
+    input_size: int | None = None
+    backbone_weights: str | None = None  # local ImageNet weights file (torchvision or pytorch-ssd layout)
+    weights: str | None = None  # detzoo checkpoint to start from (transfer learning: head layers re-made)
+    loss: str | None = choice(None, None, "focal", "softmax")
+    focal_alpha: float | None = None
+    focal_gamma: float | None = None
+    neg_pos_ratio: float | None = None
+    score_thresh: float | None = None
+    nms_thresh: float | None = None
+    pre_nms_top_k: int | None = None
+    detections_per_img: int | None = None
+
+    def model_kwargs(self) -> dict[str, Any]:
+        """Options passed on to ``create_model`` (the ones the user set)."""
+        skip = {"name", "num_classes", "backbone_weights", "weights"}
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in skip and v is not None}
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 1
+    batch_size: int = 8  # per process
+    optimizer: str = choice("sgd", "sgd", "adamw")
+    lr: float = 0.05  # learning rate at `reference_batch` images per step; scaled with the real global batch
+    reference_batch: int = 256
+    momentum: float = 0.9
+    weight_decay: float = 1.5e-4  # on weights only, never on biases or norm parameters
+    schedule: str = choice("cosine", "cosine", "step", "constant")
+    warmup_epochs: float = 2.0
+    warmup_steps: int | None = None  # overrides warmup_epochs when set
+    warmup_factor: float = 0.0  # learning rate at step 0, as a fraction of lr
+    lr_end: float = 0.001  # final learning rate of the cosine, as a fraction of lr
+    milestones: list[float] = field(default_factory=lambda: [8 / 12, 11 / 12])  # step schedule, fractions
+    gamma: float = 0.1
+    grad_clip: float | None = None  # global gradient norm
+    amp: str = choice("none", "none", "fp16", "bf16")
+    device: str = "auto"
+    seed: int = 0
+    freeze: str = choice("none", "none", "backbone")
+    output: str = "runs"
+    name: str | None = None  # run folder name (default: model name + time)
+    resume: str | None = None  # a checkpoint or run folder to continue exactly
+    checkpoint_every: int = 0  # also keep epoch_N.pt every N epochs (0 = only last.pt)
+    keep_checkpoints: int = 3  # how many epoch_N.pt to keep
+    save_every_steps: int = 0  # also write last.pt every K steps inside an epoch
+    eval_every: int = 1  # evaluate every N epochs (0 = never during training)
+    eval_start: int = 1  # first epoch that is evaluated
+    early_stop: int = 0  # stop after this many evaluations without improvement (0 = off)
+    ema: bool = False
+    ema_decay: float = 0.9998
+    max_nonfinite: int = 5  # abort after this many non-finite losses in a row
+    sync_bn: bool = False
+    max_steps: int | None = None  # stop after this many steps in total (smoke tests, profiling)
+
+
+@dataclass
+class EvalConfig:
+    metric: str = choice("coco", "coco", "voc07", "voc07_area")
+    batch_size: int = 8
+    iou_thresh: float = 0.5  # VOC metrics
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def resolve_config_path(name_or_path: str | Path) -> Path:
+    """A path to a YAML file, or a zoo name such as ``ssd300_mobilenetv2`` found in ``configs/``."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    for folder in (Path.cwd() / "configs", CONFIG_DIR):
+        candidate = folder / f"{name_or_path}.yaml"
+        if candidate.is_file():
+            return candidate
+    known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
+    hint = _suggest(str(name_or_path), known)
+    raise ConfigError(f"config '{name_or_path}' not found (not a file, not in configs/){hint}")
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return data
+
+
+def _load_with_base(path: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"{path}: circular 'base:' chain")
+    data = read_yaml(path)
+    base = data.pop("base", None)
+    if base is None:
+        return data
+    base_path = Path(base) if Path(base).is_absolute() else path.parent / base
+    if not base_path.suffix:
+        base_path = base_path.with_suffix(".yaml")
+    if not base_path.is_file():
+        raise ConfigError(f"{path}: base '{base}' not found at {base_path}")
+    return deep_merge(_load_with_base(base_path, (*seen, path)), data)
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.epochs=3"`` -> (["train", "epochs"], 3). Values are parsed as YAML scalars/lists."""
+    if "=" not in text:
+        raise ConfigError(f"override '{text}' must look like key.sub=value")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override '{text}': empty key")
+    try:
+        value = yaml.safe_load(raw) if raw != "" else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_override(data: dict[str, Any], keys: list[str], value: Any) -> None:
+    """Set ``data[k1][k2]...`` = value. A dataset list of one entry may be refined without its index
+    (``data.train.images=...``); a dataset given as a bare path becomes ``{path: ...}`` when refined."""
+    node: Any = data
+    for i, key in enumerate(keys[:-1]):
+        where = ".".join(keys[: i + 1])
+        if isinstance(node, list):
+            index = _index(node, key, where)
+            node[index] = _as_mapping(node[index])
+            node = node[index]
+        else:
+            child = node.get(key)
+            node[key] = child = [] if child is None and keys[i + 1].isdigit() else _as_mapping(child)
+            node = child
+        if isinstance(node, list) and not keys[i + 1].isdigit():
+            if len(node) != 1:
+                raise ConfigError(f"{where} holds {len(node)} entries; name one, e.g. {where}.0.{keys[i + 1]}=...")
+            node[0] = _as_mapping(node[0])
+            node = node[0]
+    if isinstance(node, list):
+        node[_index(node, keys[-1], ".".join(keys))] = value
+    else:
+        node[keys[-1]] = value
+
+
+def _as_mapping(value: Any) -> Any:
+    if value is None:
+        return {}
+    if isinstance(value, str):  # a dataset given as a bare path
+        return {"path": value}
+    return value
+
+
+def _index(items: list, key: str, where: str) -> int:
+    if not key.isdigit() or int(key) >= len(items):
+        raise ConfigError(f"{where}: no entry {key} (there are {len(items)})")
+    return int(key)
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a validated Config from a YAML file / zoo name / dict, then apply ``key=value`` overrides."""
+    if source is None:
+        data: dict[str, Any] = {}
+    elif isinstance(source, dict):
+        data = dict(source)
+        data.pop("base", None)
+    else:
+        data = _load_with_base(resolve_config_path(source))
+    for text in overrides:
+        keys, value = parse_override(text)
+        apply_override(data, keys, value)
+    return build(Config, data, "")
+
+
+# --------------------------------------------------------------------------- validation
+
+
+def _suggest(name: str, options: list[str], prefix: str = "") -> str:
+    close = difflib.get_close_matches(name, options, n=1, cutoff=0.5)
+    return f"; did you mean '{prefix}{close[0]}'?" if close else ""
+
+
+def build(cls: type, data: Any, where: str) -> Any:
+    """Make dataclass ``cls`` from a mapping, rejecting unknown keys and wrong types."""
+    if isinstance(data, cls):
+        return data
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in data.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            prefix = f"{where}." if where else ""
+            raise ConfigError(f"unknown key '{path}'{_suggest(str(key), list(fields), prefix)}")
+        kwargs[key] = _coerce(hints[key], value, path, fields[key].metadata.get("choices"))
+    return cls(**kwargs)
+
+
+def _coerce(tp: Any, value: Any, path: str, choices: tuple | None = None) -> Any:
+    if choices is not None and value not in choices:
+        shown = ", ".join(repr(c) if c is None else str(c) for c in choices)
+        raise ConfigError(f"{path}: '{value}' is not one of {shown}{_suggest(str(value), [str(c) for c in choices])}")
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None:
+            if type(None) in args:
+                return None
+            raise ConfigError(f"{path}: must not be null")
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(arg, value, path)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0])
+    if origin is list:
+        (item_type,) = typing.get_args(tp)
+        if dataclasses.is_dataclass(item_type) and isinstance(value, (str, dict)):
+            value = [value]  # a single dataset is a list of one
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{path}: expected a list, got {value!r}")
+        return [_coerce(item_type, v, f"{path}.{i}") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        if tp is DatasetSpec and isinstance(value, str):
+            value = {"path": value}
+        return build(tp, value, path)
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected true/false, got {value!r}")
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(f"{path}: expected an integer, got {value!r}")
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        raise ConfigError(f"{path}: expected a number, got {value!r}")
+    if tp is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise ConfigError(f"{path}: expected a string, got {value!r}")
+    if tp is Any:
+        return value
+    raise ConfigError(f"{path}: unsupported type {tp}")  # pragma: no cover - schema bug
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """Rebuild a Config stored in a checkpoint or run folder."""
+    return build(Config, data, "")
