@@ -1,0 +1,102 @@
+"""COCO JSON reader: ``annotations/instances_<split>.json`` + an image folder.
+
+Category ids (1..90, not contiguous) map to labels 0..K-1 in id order; ``category_ids`` maps them back when
+results are written. ``iscrowd`` boxes are kept and flagged (ignore regions for evaluation).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+from .records import DataError, DetectionData, Problems, make_record, require_image_file
+
+
+def guess_image_root(json_path: Path) -> Path:
+    """``.../annotations/instances_val2017.json`` -> ``.../val2017`` (or ``images/``, or the json's folder)."""
+    split = json_path.stem.split("_", 1)[1] if "_" in json_path.stem else json_path.stem
+    parent = json_path.parent
+    for candidate in (parent.parent / split, parent.parent / "images" / split, parent / split,
+                      parent.parent / "images", parent / "images"):
+        if candidate.is_dir():
+            return candidate
+    return parent
+
+
+def load_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise DataError(f"{path}: annotation file not found") from None
+    except json.JSONDecodeError as exc:
+        raise DataError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    if not isinstance(data, dict):
+        raise DataError(f"{path}: expected a COCO object with 'images', 'annotations', 'categories'")
+    for key in ("images", "categories"):
+        if not isinstance(data.get(key), list):
+            raise DataError(f"{path}: missing or invalid '{key}' list")
+    if not isinstance(data.get("annotations", []), list):
+        raise DataError(f"{path}: 'annotations' must be a list")
+    return data
+
+
+def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] | None,
+              problems: Problems) -> DetectionData:
+    data = load_json(json_path)
+    root = image_root or guess_image_root(json_path)
+    try:
+        categories = sorted(data["categories"], key=lambda c: int(c["id"]))
+        cat_names = [str(c["name"]) for c in categories]
+        cat_ids = [int(c["id"]) for c in categories]
+    except (KeyError, TypeError, ValueError):
+        raise DataError(f"{json_path}: every category needs an integer 'id' and a 'name'") from None
+    if class_names is not None and class_names != cat_names:
+        unknown = [n for n in cat_names if n not in class_names]
+        if unknown:
+            raise DataError(f"{json_path}: categories {unknown} are not among the classes {class_names}")
+    names = class_names if class_names is not None else cat_names
+    label_of_id = {cid: names.index(name) for cid, name in zip(cat_ids, cat_names)}
+
+    per_image = defaultdict(list)
+    for index, ann in enumerate(data.get("annotations", [])):
+        if not isinstance(ann, dict) or "image_id" not in ann:
+            raise DataError(f"{json_path}: annotation #{index} has no 'image_id'")
+        per_image[ann["image_id"]].append((index, ann))
+
+    records = []
+    for image in data["images"]:
+        try:
+            image_id, file_name = int(image["id"]), str(image["file_name"])
+            width, height = int(image["width"]), int(image["height"])
+        except (KeyError, TypeError, ValueError):
+            raise DataError(f"{json_path}: image entry {image!r:.120} needs 'id', 'file_name', 'width', "
+                            "'height'") from None
+        origin = f"{json_path}: image id {image_id} ({file_name})"
+        try:
+            path = root / file_name
+            require_image_file(path, origin)
+            boxes, labels, crowd, difficult, what_list = [], [], [], [], []
+            for index, ann in per_image.get(image_id, []):
+                what = f"annotation id {ann.get('id', '#' + str(index))}"
+                bbox = ann.get("bbox")
+                if not (isinstance(bbox, list) and len(bbox) == 4):
+                    raise DataError(f"{origin}: {what}: 'bbox' must be [x, y, w, h], got {bbox!r}")
+                cid = ann.get("category_id")
+                if cid not in label_of_id:
+                    raise DataError(f"{origin}: {what}: unknown category_id {cid!r}")
+                x, y, w, h = (float(v) for v in bbox)
+                boxes.append([x, y, x + w, y + h])
+                labels.append(label_of_id[cid])
+                crowd.append(bool(ann.get("iscrowd", 0)))
+                difficult.append(bool(ann.get("difficult", 0)))
+                what_list.append(what)
+            records.append(make_record(path, width, height, boxes, labels, origin, image_id,
+                                       iscrowd=crowd, difficult=difficult,
+                                       object_names=what_list))
+        except DataError as exc:
+            problems.bad(str(exc))
+    return DetectionData(records, list(names), str(json_path), "coco",
+                         category_ids=[cat_ids[cat_names.index(n)] if n in cat_names else i + 1
+                                       for i, n in enumerate(names)],
+                         coco_json=json_path if class_names in (None, cat_names) else None)

@@ -1,0 +1,200 @@
+"""Dataset, sampler and collate: records -> batches of uint8 images + targets.
+
+Augmentation randomness is a pure function of (seed, epoch, sample index): the batch sampler hands each
+index its own seed. The same sample is augmented the same way whatever the worker count, after a resume
+in the middle of an epoch, and across any number of DDP processes. The batch sampler is written here
+because it must also shard across processes, group by aspect ratio and skip already-seen batches.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+
+from .records import DataError, DetectionData, ImageRecord
+
+
+def read_image(record: ImageRecord) -> torch.Tensor:
+    """Decode to uint8 RGB [3,H,W]. The pixels are used as stored; the EXIF rotation is applied only when
+    the annotation's size says it was labelled rotated. DataError names the file when it cannot be read."""
+    image = _decode(record, exif=False)
+    height, width = image.shape[-2:]
+    if (width, height) == (record.width, record.height):
+        return image
+    if (height, width) == (record.width, record.height):
+        image = _decode(record, exif=True)
+        if tuple(image.shape[-2:]) == (record.height, record.width):
+            return image
+    raise DataError(f"{record.path}: image is {width}x{height} but {record.origin} says "
+                    f"{record.width}x{record.height}")
+
+
+def _decode(record: ImageRecord, exif: bool) -> torch.Tensor:
+    try:
+        return decode_image(str(record.path), mode=ImageReadMode.RGB, apply_exif_orientation=exif)
+    except FileNotFoundError:
+        raise DataError(f"{record.path}: image file not found (listed in {record.origin})") from None
+    except RuntimeError as exc:
+        reason = str(exc).strip().splitlines()[-1][:200]
+        raise DataError(f"{record.path}: cannot decode image (corrupt or truncated?): {reason}") from None
+
+
+def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
+    return {"boxes": torch.from_numpy(record.boxes), "labels": torch.from_numpy(record.labels),
+            "iscrowd": torch.from_numpy(record.iscrowd)}
+
+
+class DetectionDataset(Dataset):
+    """Item ``i`` or ``(i, seed)`` -> (uint8 image [3,H,W], target) after the transform; ``None`` for a
+    bad sample when ``skip_bad`` is set (the collate counts those)."""
+
+    def __init__(self, data: DetectionData, transform, skip_bad: bool = False):
+        self.data = data
+        self.transform = transform
+        self.skip_bad = skip_bad
+
+    def __len__(self) -> int:
+        return len(self.data.records)
+
+    def __getitem__(self, key):
+        index, seed = key if isinstance(key, tuple) else (key, None)
+        record = self.data.records[index]
+        try:
+            image = read_image(record)
+        except DataError:
+            if self.skip_bad:
+                return None
+            raise
+        target = record_target(record)
+        height, width = image.shape[-2:]
+        target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(height, width))
+        image = tv_tensors.Image(image)
+        if seed is None:
+            image, target = self.transform(image, target)
+        else:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                image, target = self.transform(image, target)
+        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
+        target["boxes"] = target["boxes"].float()
+        target["image_id"] = record.image_id
+        target["index"] = index
+        target["orig_size"] = (record.height, record.width)
+        target["path"] = str(record.path)
+        return image.as_subclass(torch.Tensor), target
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 [N,3,H,W], zero-padded
+    targets: list[dict]
+    image_sizes: list[tuple[int, int]]  # (h, w) of each image before padding
+    skipped: int = 0  # bad samples dropped from this batch (skip_bad)
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+
+class Collate:
+    """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them."""
+
+    def __init__(self, size_divisible: int = 1):
+        self.size_divisible = size_divisible
+
+    def __call__(self, samples: list) -> Batch:
+        good = [s for s in samples if s is not None]
+        skipped = len(samples) - len(good)
+        if not good:
+            return Batch(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), [], [], skipped)
+        div = self.size_divisible
+        height = math.ceil(max(img.shape[-2] for img, _ in good) / div) * div
+        width = math.ceil(max(img.shape[-1] for img, _ in good) / div) * div
+        images = torch.zeros(len(good), 3, height, width, dtype=torch.uint8)
+        for i, (img, _) in enumerate(good):
+            images[i, :, : img.shape[-2], : img.shape[-1]] = img
+        return Batch(images, [t for _, t in good], [tuple(img.shape[-2:]) for img, _ in good], skipped)
+
+
+def sample_seed(seed: int, epoch: int, index: int) -> int:
+    return int(np.random.SeedSequence([seed, epoch, index]).generate_state(1)[0])
+
+
+class TrainBatchSampler(Sampler):
+    """Shuffled batches, a new order each epoch from (seed, epoch), sharded over ``world_size`` processes
+    (every process gets the same number of batches), optionally grouped by aspect ratio (images wider than
+    tall batched together), able to skip the first ``skip`` batches after a resume."""
+
+    def __init__(self, data: DetectionData, batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1,
+                 group_aspect: bool = False, drop_last: bool = True):
+        self.data = data
+        self.batch_size = batch_size
+        self.seed = seed
+        self.rank = rank
+        self.world_size = world_size
+        self.group_aspect = group_aspect
+        self.drop_last = drop_last
+        self.epoch = 0
+        self.skip = 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        self.epoch, self.skip = epoch, skip
+
+    def _global_batches(self) -> list[list[int]]:
+        order = list(range(len(self.data)))
+        random.Random(self.seed * 1_000_003 + self.epoch).shuffle(order)
+        if not self.group_aspect:
+            groups = [order]
+        else:
+            wide = [i for i in order if self.data.records[i].width >= self.data.records[i].height]
+            tall = [i for i in order if self.data.records[i].width < self.data.records[i].height]
+            groups = [wide, tall]
+        batches = []
+        for group in groups:
+            for start in range(0, len(group), self.batch_size):
+                batch = group[start: start + self.batch_size]
+                if len(batch) == self.batch_size or not self.drop_last:
+                    batches.append(batch)
+        if self.group_aspect:
+            random.Random(self.seed * 7_919 + self.epoch).shuffle(batches)
+        return batches
+
+    def _my_batches(self) -> list[list[int]]:
+        batches = self._global_batches()
+        per_rank = len(batches) // self.world_size if self.drop_last else math.ceil(len(batches) / self.world_size)
+        if not self.drop_last and batches:
+            batches += batches[: per_rank * self.world_size - len(batches)]
+        return batches[self.rank: per_rank * self.world_size: self.world_size]
+
+    def __len__(self) -> int:
+        return len(self._my_batches())
+
+    def __iter__(self):
+        for batch in self._my_batches()[self.skip:]:
+            yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
+
+
+def loader_kwargs(workers: int) -> dict:
+    return {"num_workers": workers, "persistent_workers": False, "pin_memory": torch.cuda.is_available(),
+            **({"prefetch_factor": 2} if workers > 0 else {})}
+
+
+def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_divisible: int,
+                 workers: int) -> DataLoader:
+    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible), **loader_kwargs(workers))
+
+
+def eval_loader(dataset: DetectionDataset, batch_size: int, size_divisible: int, workers: int,
+                rank: int = 0, world_size: int = 1) -> DataLoader:
+    """In-order batches; with several processes each takes every ``world_size``-th image (no padding,
+    so nothing is evaluated twice)."""
+    indices = list(range(rank, len(dataset), world_size))
+    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
+                      collate_fn=Collate(size_divisible), **loader_kwargs(workers))

@@ -1,0 +1,101 @@
+"""Image pre-processing shared by training, evaluation, the Predictor and export checks.
+
+A model describes its input with :class:`Preprocess` (size, resize mode, mean/std). The data pipeline resizes
+and keeps images as uint8 (4x less to move between processes); :func:`normalize` turns a uint8 batch into
+the model's float input on the device. The SSD training augmentation is torchvision ``transforms.v2``:
+photometric distortion, zoom-out, IoU-constrained crop, flip, resize, box sanitising.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torchvision import tv_tensors
+from torchvision.transforms import v2
+
+from ..config import AugmentConfig
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a model wants its input. ``stretch`` resizes to exactly ``size`` (SSD); ``keep_aspect`` fits the
+    image inside ``size`` = (short side, long side) and pads batches to ``size_divisible`` (Faster R-CNN)."""
+
+    size: tuple[int, int]  # (height, width) for stretch; (short, long) limits for keep_aspect
+    resize: str = "stretch"
+    mean: tuple[float, float, float] = IMAGENET_MEAN  # on the 0..1 scale
+    std: tuple[float, float, float] = IMAGENET_STD
+    size_divisible: int = 1
+
+    def to_dict(self) -> dict:
+        return {"size": list(self.size), "resize": self.resize, "mean": list(self.mean),
+                "std": list(self.std), "size_divisible": self.size_divisible}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Preprocess:
+        return cls(size=tuple(data["size"]), resize=data["resize"], mean=tuple(data["mean"]),
+                   std=tuple(data["std"]), size_divisible=int(data["size_divisible"]))
+
+    def output_size(self, height: int, width: int) -> tuple[int, int]:
+        """(height, width) an image of this size has after resizing."""
+        if self.resize == "stretch":
+            return self.size
+        short, long = self.size
+        scale = min(short / min(height, width), long / max(height, width))
+        return round(height * scale), round(width * scale)
+
+
+def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
+    """uint8 [N,3,H,W] (any device) -> normalised float32."""
+    images = images.float().div_(255.0)
+    mean = torch.tensor(preprocess.mean, device=images.device).view(1, 3, 1, 1)
+    std = torch.tensor(preprocess.std, device=images.device).view(1, 3, 1, 1)
+    return images.sub_(mean).div_(std)
+
+
+def _resize(preprocess: Preprocess) -> v2.Transform:
+    if preprocess.resize == "stretch":
+        return v2.Resize(tuple(preprocess.size), antialias=True)
+    short, long = preprocess.size
+    return v2.Resize(short, max_size=long, antialias=True)
+
+
+class IoUCropIfBoxes(v2.RandomIoUCrop):
+    """torchvision's SSD crop (a crop whose IoU with some box >= a sampled threshold, keeping boxes whose
+    centre lies inside); an image without boxes is left as it is instead of looping."""
+
+    def forward(self, *inputs):
+        sample = inputs if len(inputs) > 1 else inputs[0]
+        boxes = sample[1]["boxes"] if isinstance(sample, (tuple, list)) else None
+        if boxes is not None and boxes.shape[0] == 0:
+            return sample
+        return super().forward(*inputs)
+
+
+def _labels_getter(sample):
+    target = sample[1]
+    return target["labels"], target["iscrowd"]
+
+
+def train_transform(preprocess: Preprocess, augment: AugmentConfig) -> v2.Compose:
+    steps: list[v2.Transform] = []
+    if augment.photometric > 0:
+        steps.append(v2.RandomPhotometricDistort(p=augment.photometric))
+    if augment.zoom_out > 0 and augment.zoom_out_max > 1:
+        fill = {tv_tensors.Image: [round(255 * m) for m in preprocess.mean], "others": 0}
+        steps.append(v2.RandomZoomOut(fill=fill, side_range=(1.0, augment.zoom_out_max), p=augment.zoom_out))
+    if augment.iou_crop:
+        steps.append(IoUCropIfBoxes())
+    if augment.flip > 0:
+        steps.append(v2.RandomHorizontalFlip(p=augment.flip))
+    steps += [_resize(preprocess), v2.ClampBoundingBoxes(),
+              v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_getter)]
+    return v2.Compose(steps)
+
+
+def eval_transform(preprocess: Preprocess) -> v2.Compose:
+    return v2.Compose([_resize(preprocess)])
