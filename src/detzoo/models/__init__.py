@@ -1,0 +1,7 @@
+"""Models: the registry and every zoo entry (importing this package registers them)."""
+
+from . import zoo_ssd  # noqa: F401  (registers the SSD family)
+from .detector import Detector
+from .registry import create_model, list_models, register_model
+
+__all__ = ["Detector", "create_model", "list_models", "register_model"]

@@ -1,0 +1,63 @@
+"""The single-stage detector every SSD zoo entry is built from: backbone -> neck -> head, a fixed anchor
+buffer for the input size, and separate loss and post-processing callables.
+
+``forward(images)`` is the raw network, ``(box_regression [N,A,4], class_logits [N,A,C])``; that is what
+ONNX export and quantisation see. C is K for sigmoid (focal) scoring and K+1 (0 = background) for softmax.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..data.transforms import Preprocess
+from .anchors import AnchorSpec
+from .detector import Detector
+from .losses import SSDLoss
+from .postprocess import Postprocess
+
+
+class SSD(Detector):
+    def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, anchor_spec: AnchorSpec,
+                 preprocess: Preprocess, num_classes: int, loss: SSDLoss, postprocess: Postprocess):
+        super().__init__()
+        self.backbone = backbone
+        self.neck = neck
+        self.head = head
+        self.preprocess = preprocess
+        self.num_classes = num_classes
+        self.loss = loss
+        self.postprocess = postprocess
+        self.anchor_spec = anchor_spec
+        height, width = preprocess.size
+        self.register_buffer("anchors", anchor_spec.make(self._feature_sizes(height, width), (height, width)),
+                             persistent=False)
+
+    @torch.no_grad()
+    def _feature_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.features(torch.zeros(1, 3, height, width))
+        finally:
+            self.train(was_training)
+        return [tuple(f.shape[-2:]) for f in features]
+
+    @property
+    def score_kind(self) -> str:
+        return self.loss.kind
+
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        return self.neck(self.backbone(images))
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.features(images))
+
+    def compute_loss(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        box_regression, class_logits = self(images)
+        return self.loss(box_regression, class_logits, self.anchors, targets)
+
+    def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
+        box_regression, class_logits = self(images)
+        sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
+        return self.postprocess(box_regression, class_logits, self.anchors, sizes)

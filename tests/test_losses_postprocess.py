@@ -1,0 +1,118 @@
+"""SSD losses against torchvision, and vectorised post-processing against a per-class reference."""
+
+import torch
+import torch.nn.functional as F
+from torchvision.ops import batched_nms, box_iou, nms, sigmoid_focal_loss
+
+from detzoo.models.box_coder import BoxCoder
+from detzoo.models.losses import SSDLoss
+from detzoo.models.postprocess import Postprocess
+
+
+def _anchors(n: int = 60) -> torch.Tensor:
+    g = torch.Generator().manual_seed(0)
+    xy = torch.rand(n, 2, generator=g) * 200
+    wh = torch.rand(n, 2, generator=g) * 80 + 10
+    return torch.cat([xy, xy + wh], dim=1)
+
+
+def test_focal_loss_equals_torchvision():
+    anchors = _anchors()
+    targets = [{"boxes": anchors[[3, 17]] + 1.0, "labels": torch.tensor([2, 0])},
+               {"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    logits = torch.randn(2, 60, 5)
+    regression = torch.randn(2, 60, 4)
+    loss = SSDLoss("focal", alpha=0.75, gamma=2.0)
+    out = loss(regression, logits, anchors, targets)
+    labels, box_targets = loss.match(anchors, targets)
+    one_hot = torch.zeros(2, 60, 5)
+    pos = labels >= 0
+    one_hot[pos, labels[pos]] = 1
+    num_pos = pos.sum()
+    assert num_pos >= 2  # each ground truth is forced onto an anchor
+    expected_cls = sigmoid_focal_loss(logits, one_hot, alpha=0.75, gamma=2.0, reduction="sum") / num_pos
+    expected_box = F.smooth_l1_loss(regression[pos], box_targets[pos], beta=1.0, reduction="sum") / num_pos
+    torch.testing.assert_close(out["loss_cls"], expected_cls)
+    torch.testing.assert_close(out["loss_box"], expected_box)
+
+
+def test_images_without_objects_are_legal():
+    anchors = _anchors()
+    targets = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long)}]
+    for kind, logits in (("focal", 5), ("softmax", 6)):
+        out = SSDLoss(kind)(torch.randn(1, 60, 4, requires_grad=True), torch.randn(1, 60, logits), anchors,
+                            targets)
+        assert out["loss_box"] == 0 and torch.isfinite(out["loss_cls"])
+
+
+def test_hard_negative_mining_keeps_three_negatives_per_positive():
+    anchors = _anchors()
+    targets = [{"boxes": anchors[[5]].clone(), "labels": torch.tensor([1])}]
+    loss = SSDLoss("softmax", neg_pos_ratio=3)
+    labels, _ = loss.match(anchors, targets)
+    logits = torch.randn(1, 60, 4)
+    ce = F.cross_entropy(logits[0], (labels[0] + 1).clamp(min=0), reduction="none")
+    positive = labels[0] >= 0
+    negatives = ce[labels[0] == -1].sort(descending=True).values[: 3 * int(positive.sum())]
+    expected = (ce[positive].sum() + negatives.sum()) / positive.sum()
+    out = loss(torch.zeros(1, 60, 4), logits, anchors, targets)
+    torch.testing.assert_close(out["loss_cls"], expected)
+
+
+def _per_class_reference(regression, scores, anchors, image_size, thresh, iou, limit):
+    """The textbook loop: per class, threshold, decode, NMS; then merge and keep the best ``limit``."""
+    boxes = BoxCoder().decode(regression, anchors)
+    boxes[:, 0::2] = boxes[:, 0::2].clamp(0, image_size[1])
+    boxes[:, 1::2] = boxes[:, 1::2].clamp(0, image_size[0])
+    out_boxes, out_scores, out_labels = [], [], []
+    for k in range(scores.shape[1]):
+        keep = scores[:, k] > thresh
+        b, s = boxes[keep], scores[keep, k]
+        kept = nms(b, s, iou)
+        out_boxes.append(b[kept])
+        out_scores.append(s[kept])
+        out_labels.append(torch.full((len(kept),), k))
+    s = torch.cat(out_scores)
+    order = s.argsort(descending=True)[:limit]
+    return torch.cat(out_boxes)[order], s[order], torch.cat(out_labels)[order]
+
+
+def test_vectorised_postprocess_matches_per_class_loop():
+    torch.manual_seed(0)
+    anchors = _anchors(300)
+    for _ in range(5):
+        regression = torch.randn(2, 300, 4) * 0.5
+        logits = torch.randn(2, 300, 6) * 2 - 2  # a realistic spread: most scores low, some high
+        post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.6, pre_nms_top_k=300 * 6,
+                           detections_per_img=100)
+        results = post(regression, logits, anchors, [(240, 320), (240, 320)])
+        for i, result in enumerate(results):
+            boxes, scores, labels = _per_class_reference(regression[i], logits[i].sigmoid(), anchors,
+                                                         (240, 320), 0.05, 0.6, 100)
+            torch.testing.assert_close(result["scores"], scores)
+            torch.testing.assert_close(result["boxes"], boxes)
+            assert torch.equal(result["labels"], labels)
+
+
+def test_postprocess_caps_detections_and_respects_threshold():
+    anchors = _anchors(300)
+    logits = torch.full((1, 300, 3), 5.0)
+    post = Postprocess("focal", score_thresh=0.5, nms_thresh=0.99, pre_nms_top_k=50, detections_per_img=20)
+    (result,) = post(torch.zeros(1, 300, 4), logits, anchors, [(300, 300)])
+    assert len(result["scores"]) <= 20
+    assert (result["scores"] > 0.5).all()
+    (empty,) = post(torch.zeros(1, 300, 4), torch.full((1, 300, 3), -9.0), anchors, [(300, 300)])
+    assert empty["boxes"].shape == (0, 4)
+
+
+def test_softmax_scores_drop_the_background_column():
+    anchors = _anchors(10)
+    logits = torch.zeros(1, 10, 3)
+    logits[0, 4, 2] = 10.0  # anchor 4 is class 1 (column 0 is background)
+    post = Postprocess("softmax", score_thresh=0.5)
+    (result,) = post(torch.zeros(1, 10, 4), logits, anchors, [(300, 300)])
+    assert result["labels"].tolist() == [1]
+    expected = BoxCoder().decode(torch.zeros(1, 4), anchors[4:5]).clamp(0, 300)
+    torch.testing.assert_close(result["boxes"], expected)
+    assert box_iou(result["boxes"], anchors[4:5].clamp(0, 300)).item() > 0.99
+    assert batched_nms is not None
