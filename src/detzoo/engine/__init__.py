@@ -1,0 +1,1 @@
+"""Training engine: trainer core + callbacks, checkpoints, optimiser and schedules, distributed helpers."""

@@ -1,0 +1,125 @@
+"""``train(config)``: build everything a run needs from the config, then ``Trainer.fit``.
+
+Data -> records -> Dataset + transforms -> DataLoader; model from the registry (+ backbone / transfer
+weights, freezing); optimiser and schedule scaled to the global batch; run folder; resume.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..config import Config, config_from_dict
+from ..data.formats import read_datasets
+from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
+from ..data.transforms import train_transform
+from ..models.weights import build_model, load_backbone_weights, load_transfer_weights
+from ..predict import resolve_device
+from .checkpoint import load_checkpoint
+from .distributed import DistInfo, barrier, init_distributed
+from .optim import build_optimizer, build_scheduler, scaled_lr
+from .run_folder import new_run_dir
+from .trainer import StepModule, Trainer
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def resume_config(resume: str, overrides_config: Config | None = None) -> tuple[Config, dict, Path]:
+    """The config stored in a checkpoint / run folder, plus the checkpoint itself and its run folder."""
+    path = Path(resume)
+    checkpoint_path = path / "last.pt" if path.is_dir() else path
+    state = load_checkpoint(checkpoint_path)
+    return config_from_dict(state["config"]), state, checkpoint_path.parent
+
+
+def prepare_model(config: Config, num_classes: int, log) -> torch.nn.Module:
+    model = build_model(config, num_classes)
+    if config.model.backbone_weights:
+        load_backbone_weights(model, config.model.backbone_weights)
+        log(f"backbone weights: {config.model.backbone_weights}")
+    if config.model.weights:
+        dropped = load_transfer_weights(model, config.model.weights)
+        log(f"weights: {config.model.weights}" + (f" (re-initialised, class count differs: {', '.join(dropped)})"
+                                                   if dropped else ""))
+    if config.train.freeze == "backbone":
+        model.backbone.requires_grad_(False)
+        log("backbone frozen")
+    return model
+
+
+def train(config: Config, state: dict | None = None, run_dir: Path | None = None) -> Path:
+    """Train from a config (or continue from ``state`` in ``run_dir``); returns the run folder."""
+    cfg = config.train
+    device = resolve_device(cfg.device)
+    dist = init_distributed(device.type)
+    if dist.enabled and device.type == "cuda":
+        device = torch.device("cuda", dist.local_rank)
+        torch.cuda.set_device(device)
+    log = print if dist.is_main else (lambda *a, **k: None)
+    seed_everything(cfg.seed + dist.rank)
+
+    train_data = read_datasets(config.data.train, config.data.classes, config.data.skip_bad)
+    class_names = train_data.class_names
+    val_data = (read_datasets(config.data.val, class_names, config.data.skip_bad)
+                if config.data.val else None)
+    model = prepare_model(config, config.model.num_classes or len(class_names), log)
+    if cfg.sync_bn and dist.enabled:
+        model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model.to(device)
+
+    step_module: torch.nn.Module = StepModule(model)
+    if dist.enabled:
+        step_module = torch.nn.parallel.DistributedDataParallel(
+            step_module, device_ids=[device.index] if device.type == "cuda" else None)
+
+    pre = model.preprocess
+    dataset = DetectionDataset(train_data, train_transform(pre, config.data.augment), config.data.skip_bad)
+    sampler = TrainBatchSampler(train_data, cfg.batch_size, seed=cfg.seed, rank=dist.rank,
+                                world_size=dist.world_size, group_aspect=pre.resize == "keep_aspect")
+    if len(sampler) == 0:
+        raise ValueError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
+                         f"on {dist.world_size} process(es); lower train.batch_size")
+    loader = train_loader(dataset, sampler, pre.size_divisible, config.data.workers)
+    global_batch = cfg.batch_size * dist.world_size
+    optimizer = build_optimizer(model, cfg, global_batch)
+    scheduler = build_scheduler(optimizer, cfg, len(sampler))
+
+    if run_dir is None:
+        run_dir = new_run_dir(cfg.output, cfg.name, config.model.name) if dist.is_main else None
+        run_dir = Path(_broadcast(str(run_dir) if run_dir else "", dist))
+    if dist.is_main:
+        (run_dir / "config.yaml").write_text(config.to_yaml())
+    ema = None
+    if cfg.ema:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    trainer = Trainer(config, model, step_module, loader, sampler, optimizer, scheduler, device, run_dir,
+                      class_names, val_data, dist, ema=ema)
+    if state is not None:
+        trainer.load_state_dict(state)
+        log(f"resumed from {run_dir / 'last.pt'} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    log(f"training {config.model.name} on {len(train_data)} images ({len(class_names)} classes), "
+        f"{dist.world_size} process(es) x batch {cfg.batch_size}, lr {scaled_lr(cfg, global_batch):.4g}, "
+        f"device {device}, run folder {run_dir}")
+    trainer.fit()
+    barrier()
+    if trainer.last_eval is not None:
+        log(trainer.last_eval.report)
+    log(f"done: {run_dir}")
+    return run_dir
+
+
+def _broadcast(text: str, dist: DistInfo) -> str:
+    if not dist.enabled:
+        return text
+    holder = [text]
+    torch.distributed.broadcast_object_list(holder, src=0)
+    return holder[0]

@@ -1,0 +1,56 @@
+"""The evaluator interface (detectron2 style) and the result it returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..data.records import DetectionData
+from ..structures import Detections
+
+
+@dataclass
+class EvalResult:
+    metrics: dict[str, float]  # flat numbers, logged per epoch; "mAP" is the headline figure
+    per_class: dict[str, float]  # class name -> AP
+    report: str  # the text printed for a human (summary + per-class table)
+    primary: str = "mAP"  # the metric that picks best.pt
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def score(self) -> float:
+        return self.metrics[self.primary]
+
+
+class Evaluator:
+    def __init__(self, data: DetectionData):
+        self.data = data
+        self.detections: list[Detections] = []
+
+    def reset(self) -> None:
+        self.detections = []
+
+    def process(self, detections: list[Detections]) -> None:
+        self.detections.extend(detections)
+
+    def evaluate(self) -> EvalResult:
+        raise NotImplementedError
+
+
+def per_class_table(per_class: dict[str, float], title: str) -> str:
+    width = max([len(n) for n in per_class] + [5])
+    lines = [f"{'class':<{width}}  {title}"]
+    lines += [f"{name:<{width}}  {ap:6.3f}" if ap == ap else f"{name:<{width}}     n/a"
+              for name, ap in per_class.items()]
+    return "\n".join(lines)
+
+
+def build_evaluator(metric: str, data: DetectionData, iou_thresh: float = 0.5) -> Evaluator:
+    if metric == "coco":
+        from .coco import COCOEvaluator
+
+        return COCOEvaluator(data)
+    if metric in ("voc07", "voc07_area"):
+        from .voc import VOCEvaluator
+
+        return VOCEvaluator(data, use_11_point=metric == "voc07", iou_thresh=iou_thresh)
+    raise ValueError(f"unknown metric '{metric}' (coco, voc07, voc07_area)")

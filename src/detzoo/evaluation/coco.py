@@ -1,0 +1,79 @@
+"""COCO box evaluation through pycocotools: the 12-line summary, per-class AP and the mAP line.
+
+The ground truth is the original annotation file when the data came from COCO JSON, otherwise a COCO
+dictionary built from the records (difficult objects become ignore regions). Results are scored exactly as
+``COCOeval`` scores the written detections JSON.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+
+import numpy as np
+from pycocotools.coco import COCO
+from pycocotools.cocoeval import COCOeval
+
+from ..data.writers import to_coco_dict
+from .base import EvalResult, Evaluator, per_class_table
+
+SUMMARY_NAMES = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
+                 "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
+
+
+def coco_ground_truth(data) -> COCO:
+    coco = COCO()
+    if data.coco_json is not None:
+        coco.dataset = json.loads(data.coco_json.read_text())
+    else:
+        coco.dataset = to_coco_dict(data)
+    with contextlib.redirect_stdout(io.StringIO()):
+        coco.createIndex()
+    return coco
+
+
+def run_cocoeval(gt: COCO, results: list[dict], image_ids: list[int] | None = None) -> tuple[COCOeval, str]:
+    """COCOeval on a results list; returns the evaluator and its printed 12-line summary."""
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        dt = gt.loadRes(results) if results else COCO()
+        if not results:
+            dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"], "annotations": []}
+            dt.createIndex()
+        evaluator = COCOeval(gt, dt, "bbox")
+        if image_ids is not None:
+            evaluator.params.imgIds = sorted(image_ids)
+        evaluator.evaluate()
+        evaluator.accumulate()
+    summary = io.StringIO()
+    with contextlib.redirect_stdout(summary):
+        evaluator.summarize()
+    return evaluator, summary.getvalue()
+
+
+class COCOEvaluator(Evaluator):
+    def __init__(self, data):
+        super().__init__(data)
+        self.gt = coco_ground_truth(data)
+
+    def results(self) -> list[dict]:
+        return [entry for det in self.detections for entry in det.to_coco(self.data.category_ids)]
+
+    def evaluate(self) -> EvalResult:
+        image_ids = [r.image_id for r in self.data.records]
+        evaluator, summary = run_cocoeval(self.gt, self.results(), image_ids)
+        metrics = {name: float(v) for name, v in zip(SUMMARY_NAMES, evaluator.stats)}
+        # precision: [IoU, recall, class, area, maxDets]; area "all", 100 detections
+        precision = evaluator.eval["precision"][:, :, :, 0, -1]
+        per_class = {}
+        for k, cat_id in enumerate(evaluator.params.catIds):
+            values = precision[:, :, k]
+            values = values[values > -1]
+            name = self.gt.cats[cat_id]["name"]
+            per_class[name] = float(values.mean()) if values.size else float("nan")
+        known = [v for v in per_class.values() if not np.isnan(v)]
+        report = "\n".join([summary.rstrip(), "", per_class_table(per_class, "AP@[.5:.95]"),
+                            f"mAP@[.5:.95] {metrics['mAP']:.4f}  mAP@0.5 {metrics['mAP50']:.4f}  "
+                            f"({len(known)} classes with ground truth, {len(image_ids)} images)"])
+        return EvalResult(metrics, per_class, report)
