@@ -1,0 +1,185 @@
+"""The ``detzoo`` command line: argument parsing only; each subcommand calls library code."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .config import ConfigError, DatasetSpec, load_config
+
+
+def _dataset_spec(args) -> DatasetSpec:
+    return DatasetSpec(path=args.data, format=args.format, images=args.images, split=args.split)
+
+
+def _add_dataset_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--data", required=required, help="dataset: COCO json/folder, VOC folder, TXT file or "
+                                                          "YOLO folder")
+    parser.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "txt", "yolo"])
+    parser.add_argument("--images", help="image root (COCO json, TXT); guessed when left out")
+    parser.add_argument("--split", help="VOCdevkit ImageSets/Main split, COCO instances_<split>, YOLO split")
+    parser.add_argument("--classes", help="comma-separated class names (VOC, TXT, YOLO)")
+
+
+def _classes(args) -> list[str] | None:
+    return [c.strip() for c in args.classes.split(",")] if getattr(args, "classes", None) else None
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_train(args) -> int:
+    from .engine.train import resume_config, train
+
+    if args.resume:
+        config, state, run_dir = resume_config(args.resume)
+        config = load_config(config.to_dict(), args.overrides)
+        train(config, state, run_dir)
+        return 0
+    if not args.config:
+        raise ConfigError("detzoo train needs a config (a YAML file or a zoo name) or --resume RUN")
+    config = load_config(args.config, args.overrides)
+    if config.train.resume:
+        resumed, state, run_dir = resume_config(config.train.resume)
+        train(load_config(resumed.to_dict(), args.overrides), state, run_dir)
+        return 0
+    train(config)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .data.formats import read_dataset
+    from .evaluation import build_evaluator
+    from .predict import Predictor
+    from .structures import write_coco_results
+
+    predictor = Predictor.from_file(args.model, device=args.device, batch_size=args.batch_size,
+                                    workers=args.workers)
+    data = read_dataset(_dataset_spec(args), _classes(args) or predictor.class_names, args.skip_bad)
+    if data.class_names != predictor.class_names:
+        raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
+                          f"{predictor.class_names}; pass --classes in the model's order")
+    detections = list(predictor.predict_data(data))
+    evaluator = build_evaluator(args.metric, data, args.iou)
+    evaluator.process(detections)
+    result = evaluator.evaluate()
+    print(result.report)
+    out = Path(args.out)
+    written = write_coco_results(detections, data.category_ids, out / "detections.json")
+    print(f"detections: {written}")
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from .predict import Predictor, list_images
+    from .visualize import save_prediction
+
+    predictor = Predictor.from_file(args.model, device=args.device, batch_size=args.batch_size,
+                                    workers=args.workers)
+    out = Path(args.out)
+    count = 0
+    for det in predictor.predict_paths(list_images(args.source)):
+        det = det.filter(args.score)
+        save_prediction(det, out)
+        count += 1
+        print(f"{det.path}: {len(det)} detection(s)")
+    print(f"{count} image(s) -> {out}")
+    return 0
+
+
+def cmd_convert(args) -> int:
+    from .data.formats import read_dataset
+    from .data.writers import write_coco, write_txt
+
+    data = read_dataset(_dataset_spec(args), _classes(args), args.skip_bad)
+    out = Path(args.out)
+    root = write_coco(data, out) if args.to == "coco" else write_txt(data, out)
+    print(f"{len(data)} images, {sum(r.num_objects for r in data.records)} objects, classes "
+          f"{', '.join(data.class_names)} -> {out} (image paths relative to {root})")
+    return 0
+
+
+def cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    run_demo(Path(args.out), quick=args.quick, overrides=args.overrides)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from .models import list_models
+
+    print("\n".join(list_models()))
+    return 0
+
+
+# --------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="detzoo", description="PyTorch object-detection model zoo")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train a model from a recipe")
+    p.add_argument("config", nargs="?", help="YAML recipe or zoo name (configs/<name>.yaml)")
+    p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.train=PATH")
+    p.add_argument("--resume", help="continue a run exactly (its folder or a checkpoint)")
+    p.set_defaults(func=cmd_train)
+
+    for name, func, text in (("eval", cmd_eval, "evaluate a checkpoint on a dataset"),
+                             ("predict", cmd_predict, "detect objects in images")):
+        p = sub.add_parser(name, help=text)
+        p.add_argument("model", help="checkpoint (.pt)")
+        if name == "eval":
+            _add_dataset_args(p)
+            p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
+            p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the VOC metrics")
+            p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, report the count")
+            p.add_argument("--out", default="eval_out", help="folder for detections.json")
+        else:
+            p.add_argument("source", help="an image or a folder of images")
+            p.add_argument("--out", default="predictions", help="folder for JSON files and drawn images")
+            p.add_argument("--score", type=float, default=0.3, help="minimum score to keep")
+        p.add_argument("--device", default="auto")
+        p.add_argument("--batch-size", type=int, default=8)
+        p.add_argument("--workers", type=int, default=2)
+        p.set_defaults(func=func)
+
+    p = sub.add_parser("convert", help="write a dataset as COCO JSON or the TXT format")
+    _add_dataset_args(p)
+    p.add_argument("--to", required=True, choices=["coco", "txt"])
+    p.add_argument("--out", required=True, help="output file")
+    p.add_argument("--skip-bad", action="store_true")
+    p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("demo", help="train, evaluate and predict on a generated dataset (CPU, minutes)")
+    p.add_argument("--out", default="runs/demo")
+    p.add_argument("--quick", action="store_true", help="a tiny run that only checks the pipeline")
+    p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("models", help="list the zoo")
+    p.set_defaults(func=cmd_models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data.records import DataError
+    from .engine.checkpoint import CheckpointError
+    from .engine.trainer import TrainingError, TrainingInterrupted
+    from .models.weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except TrainingInterrupted as exc:
+        print(exc, file=sys.stderr)
+        return 130
+    except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
