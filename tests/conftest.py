@@ -12,7 +12,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DETZOO_DATA", ROOT.parent / "shared" / "data"))
 
-torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+# Two threads on the 2-core CI machine; OMP_NUM_THREADS (e.g. 1 when several test runs share the cores) wins.
+torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))
 
 
 def _require(path: Path) -> Path:

@@ -59,13 +59,14 @@ def test_ssd300_mobilenetv2_has_1917_default_boxes():
 
 def test_matching_threshold_and_forced_match():
     anchors = torch.tensor([[0, 0, 10, 10], [0, 0, 20, 20], [50, 50, 60, 60], [100, 100, 110, 110.0]])
-    gt = torch.tensor([[0, 0, 19, 19], [70, 70, 90, 90.0]])
+    gt = torch.tensor([[0, 0, 19, 19], [52, 52, 70, 70.0]])
     matches = match_anchors(anchors, gt, 0.5)
     assert matches[1] == 0  # IoU > 0.5
     assert matches[0] == BACKGROUND  # IoU 0.28
     # gt 1 overlaps nothing above 0.5 but is forced onto its best anchor
     best = box_iou(gt[1:], anchors).argmax()
-    assert matches[best] == 1
+    assert best == 2 and matches[2] == 1
+    assert matches[3] == BACKGROUND
 
 
 def test_crowd_boxes_are_ignored_not_negative():

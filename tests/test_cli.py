@@ -26,7 +26,7 @@ def _train(tmp_path, name, data, *extra):
 def coco_run(tmp_path_factory, coco128):
     """Two short epochs on coco128 with evaluation at the end."""
     out = tmp_path_factory.mktemp("runs")
-    return _train(out, "coco", coco128, f"data.val={coco128}", "train.epochs=2",
+    return _train(out, "coco", coco128, f"data.val={coco128}", "train.epochs=2", "model.score_thresh=0.005",
                   "train.eval_every=2", "train.checkpoint_every=1", "train.keep_checkpoints=1")
 
 

@@ -39,6 +39,10 @@ def test_warmup_then_cosine():
     assert [steps(s) for s in (0, 79, 80, 110)] == pytest.approx([1, 1, 0.1, 0.01])
 
 
+class Arbitrary:
+    """Any pickled object: a checkpoint holding one must not load."""
+
+
 def test_checkpoint_loads_weights_only_and_rejects_foreign_files(tmp_path):
     path = tmp_path / "ckpt.pt"
     atomic_save({"model": {"w": torch.ones(2)}, "config": load_config(None).to_dict(), "class_names": ["a"]},
@@ -51,11 +55,7 @@ def test_checkpoint_loads_weights_only_and_rejects_foreign_files(tmp_path):
     (tmp_path / "broken.pt").write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="not a readable checkpoint"):
         load_checkpoint(tmp_path / "broken.pt")
-
-    class Pickled:  # arbitrary objects never load: weights_only
-        pass
-
-    torch.save({"model": Pickled(), "config": {}}, tmp_path / "pickled.pt")
+    torch.save({"model": Arbitrary(), "config": {}}, tmp_path / "pickled.pt")  # weights_only refuses it
     with pytest.raises(CheckpointError):
         load_checkpoint(tmp_path / "pickled.pt")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from torchvision.io import ImageReadMode, decode_image, write_jpeg, write_png
+from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
+from .data.loader import decode_rgb
 from .structures import Detections, write_json
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
@@ -29,13 +30,8 @@ def save_prediction(det: Detections, out_dir: Path) -> tuple[Path, Path]:
     """``<out>/<name>.json`` and ``<out>/<name>.jpg`` (or .png) with boxes drawn."""
     out_dir.mkdir(parents=True, exist_ok=True)
     source = Path(det.path)
-    image = decode_image(str(source), mode=ImageReadMode.RGB)
-    drawn = draw(image, det)
+    drawn = draw(decode_rgb(source), det)
     json_path = write_json(det.to_dict(), out_dir / f"{source.stem}.json")
-    if source.suffix.lower() == ".png":
-        image_path = out_dir / f"{source.stem}.png"
-        write_png(drawn, str(image_path))
-    else:
-        image_path = out_dir / f"{source.stem}.jpg"
-        write_jpeg(drawn, str(image_path), quality=90)
+    image_path = out_dir / (f"{source.stem}.png" if source.suffix.lower() == ".png" else f"{source.stem}.jpg")
+    Image.fromarray(drawn.permute(1, 2, 0).numpy()).save(image_path, quality=90)
     return json_path, image_path

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
-from torchvision.io import ImageReadMode, decode_image
 
 from .records import DataError, DetectionData, ImageRecord
 
@@ -37,13 +37,22 @@ def read_image(record: ImageRecord) -> torch.Tensor:
 
 
 def _decode(record: ImageRecord, exif: bool) -> torch.Tensor:
+    return decode_rgb(record.path, exif, origin=record.origin)
+
+
+def decode_rgb(path, exif: bool = False, origin: str | None = None) -> torch.Tensor:
+    """An image file -> uint8 RGB [3,H,W] (Pillow; the whole file is decoded, so truncation is caught)."""
     try:
-        return decode_image(str(record.path), mode=ImageReadMode.RGB, apply_exif_orientation=exif)
+        with Image.open(path) as image:
+            if exif:
+                image = ImageOps.exif_transpose(image)
+            pixels = np.array(image.convert("RGB"))
     except FileNotFoundError:
-        raise DataError(f"{record.path}: image file not found (listed in {record.origin})") from None
-    except RuntimeError as exc:
-        reason = str(exc).strip().splitlines()[-1][:200]
-        raise DataError(f"{record.path}: cannot decode image (corrupt or truncated?): {reason}") from None
+        where = f" (listed in {origin})" if origin else ""
+        raise DataError(f"{path}: image file not found{where}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+        raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {exc}") from None
+    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
 
 
 def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
