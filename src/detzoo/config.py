@@ -115,6 +115,7 @@ class TrainConfig:
     eval_every: int = 1  # evaluate every N epochs (0 = never during training)
     eval_start: int = 1  # first epoch that is evaluated
     early_stop: int = 0  # stop after this many evaluations without improvement (0 = off)
+    precise_bn: int = 0  # before each evaluation, re-estimate BatchNorm statistics over this many batches
     ema: bool = False
     ema_decay: float = 0.9998
     max_nonfinite: int = 5  # abort after this many non-finite losses in a row

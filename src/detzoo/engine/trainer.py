@@ -27,6 +27,7 @@ from ..data.transforms import normalize
 from .checkpoint import atomic_save, model_payload, restore_rng_states, rng_states
 from .distributed import DistInfo, all_reduce_sum, barrier
 from .evaluate import evaluate_model
+from .precise_bn import recompute_bn_statistics
 from .run_folder import MetricsLog
 
 
@@ -266,6 +267,9 @@ class Trainer:
         """Evaluate when due, save checkpoints, log. Returns True to stop early."""
         stop = False
         improved = False
+        if self.cfg.precise_bn and (self._eval_due() or self.epoch + 1 == self.cfg.epochs):
+            recompute_bn_statistics(self.model, self.train_loader.dataset.data, self.cfg.precise_bn,
+                                    self.config.eval.batch_size, self.device, 0, self.dist)
         if self._eval_due():
             result = self.evaluate()
             score = torch.tensor([result.score if result is not None else 0.0], device=self.device)
