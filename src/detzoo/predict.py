@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from .data.loader import Batch, DetectionDataset, eval_loader
@@ -59,17 +60,14 @@ def list_images(source: str | Path) -> list[Path]:
 
 
 def unlabelled_data(paths: list[Path], class_names: list[str]) -> DetectionData:
+    """Images without annotations, as records the data pipeline can load."""
     records = []
     for i, path in enumerate(paths):
         width, height = image_size(path, str(path))
-        records.append(ImageRecord(path, width, height, *_empty(), image_id=i, origin=str(path)))
+        records.append(ImageRecord(path, width, height, boxes=np.zeros((0, 4), np.float32),
+                                   labels=np.zeros(0, np.int64), iscrowd=np.zeros(0, bool),
+                                   difficult=np.zeros(0, bool), image_id=i, origin=str(path)))
     return DetectionData(records, class_names, "images", "images")
-
-
-def _empty():
-    import numpy as np
-
-    return (np.zeros((0, 4), np.float32), np.zeros(0, np.int64), np.zeros(0, bool), np.zeros(0, bool))
 
 
 class Predictor:
