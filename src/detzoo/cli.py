@@ -121,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detzoo", description="PyTorch object-detection model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model from a recipe")
+    p = sub.add_parser("train", help="train a model from a recipe (several GPUs/nodes: run it under torchrun)")
     p.add_argument("config", nargs="?", help="YAML recipe or zoo name (configs/<name>.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.train=PATH")
     p.add_argument("--resume", help="continue a run exactly (its folder or a checkpoint)")
@@ -167,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data.records import DataError
     from .engine.checkpoint import CheckpointError
+    from .engine.distributed import launched_by_torchrun, process_rank
     from .engine.trainer import TrainingError, TrainingInterrupted
     from .models.weights import WeightsError
 
@@ -174,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except TrainingInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return 130
+        if process_rank() == 0:  # under torchrun every process stops; one message is enough
+            print(exc, file=sys.stderr)
+        return exc.exit_code
     except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f" (rank {process_rank()})" if launched_by_torchrun() else ""
+        print(f"error{where}: {exc}", file=sys.stderr)
         return 2
 
 
