@@ -174,9 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except TrainingInterrupted as exc:
-        if process_rank() == 0:  # under torchrun every process stops; one message is enough
-            print(exc, file=sys.stderr)
+    except TrainingInterrupted as exc:  # the trainer has already said where the state is and how to resume
         return exc.exit_code
     except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, FileNotFoundError) as exc:
         where = f" (rank {process_rank()})" if launched_by_torchrun() else ""

@@ -299,10 +299,12 @@ class Trainer:
         self.log(f"warning: non-finite loss at step {self.step + 1} ({shown}); step skipped "
                  f"({self.nonfinite_in_row} in a row, train.max_nonfinite={self.cfg.max_nonfinite})")
         if self.nonfinite_in_row >= self.cfg.max_nonfinite:
+            last = self.run_dir / "last.pt"
+            saved = f"The last checkpoint is {last}" if last.exists() else "No checkpoint was written yet"
             raise TrainingError(
-                f"the loss was non-finite for {self.nonfinite_in_row} steps in a row (train.max_nonfinite); "
-                f"training stopped at step {self.step + 1}. Lower train.lr, set train.grad_clip, or check the "
-                f"data. The last good state is {self.run_dir / 'last.pt'}")
+                f"the loss was non-finite for {self.nonfinite_in_row} steps in a row (train.max_nonfinite="
+                f"{self.cfg.max_nonfinite}); training stopped at step {self.step + 1}. Lower train.lr, set "
+                f"train.grad_clip, or check the data. {saved}.")
 
     # ------------------------------------------------------------------ epoch end
 
@@ -405,13 +407,17 @@ class Trainer:
             signal.signal(signum, handler)
 
     def _stop_for_signal(self) -> None:
+        """Save, say how to resume, stop every process. The message is written before the closing barrier:
+        once one process has exited, torchrun may terminate the others."""
         self.save("last.pt")
-        barrier()
         signum = self.stop_signal or signal.SIGTERM  # another process may have been the one signalled
         how = signal.Signals(signum).name if self.stop_signal else "a signal to another process"
-        raise TrainingInterrupted(
-            f"training stopped by {how} at epoch {self.epoch + 1}, step {self.step}; state saved to "
-            f"{self.run_dir / 'last.pt'}. Resume with:\n  {resume_command(self.run_dir, self.dist)}", signum)
+        message = (f"training stopped by {how} at epoch {self.epoch + 1}, step {self.step}; state saved to "
+                   f"{self.run_dir / 'last.pt'}. Resume with:\n  {resume_command(self.run_dir, self.dist)}")
+        if self.dist.is_main:
+            tqdm.write(message, file=sys.stderr)
+        barrier()
+        raise TrainingInterrupted(message, signum)
 
 
 def resume_command(run_dir: Path, dist: DistInfo) -> str:
