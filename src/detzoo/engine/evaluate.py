@@ -31,15 +31,21 @@ def interleave(parts: list[list[Detections]], total: int) -> list[Detections]:
     return ordered  # type: ignore[return-value]
 
 
-def collect_detections(backend, data: DetectionData, batch_size: int, workers: int,
-                       dist: DistInfo | None = None) -> list[Detections]:
-    """This process's share of the detections; under DDP, rank 0 gets all of them in dataset order
-    (the other processes get an empty list)."""
+def local_detections(backend, data: DetectionData, batch_size: int, workers: int,
+                     dist: DistInfo | None = None) -> list[Detections]:
+    """The detections of this process's share of the images (all of them in a single process)."""
     dist = dist or DistInfo()
     dataset = DetectionDataset(data, eval_transform(backend.preprocess), skip_bad=False)
     loader = eval_loader(dataset, batch_size, backend.preprocess.size_divisible, workers,
                          rank=dist.rank, world_size=dist.world_size)
-    detections = list(run_inference(backend, loader, data.class_names))
+    return list(run_inference(backend, loader, data.class_names))
+
+
+def collect_detections(backend, data: DetectionData, batch_size: int, workers: int,
+                       dist: DistInfo | None = None) -> list[Detections]:
+    """Every image's detections in dataset order on rank 0 (an empty list on the other processes)."""
+    dist = dist or DistInfo()
+    detections = local_detections(backend, data, batch_size, workers, dist)
     if not dist.enabled:
         return detections
     parts = all_gather_objects(detections)
