@@ -326,7 +326,8 @@ class Trainer:
         improved = False
         if self._eval_due():
             result = self.evaluate()
-            score = torch.tensor([result.score if result is not None else 0.0], device=self.device)
+            score = torch.tensor([result.score if result is not None else 0.0], dtype=torch.float64,
+                                 device=self.device)
             score = float(all_reduce_sum(score))  # rank 0's score, on every process
             if result is not None:
                 self.last_eval = result
