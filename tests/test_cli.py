@@ -10,6 +10,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detzoo.cli import main
+from detzoo.engine.callbacks import tensorboard_available
 
 FAST = ["model.input_size=160", "train.batch_size=8", "data.workers=0", "train.warmup_epochs=0.5",
         "eval.batch_size=16"]
@@ -32,7 +33,10 @@ def coco_run(tmp_path_factory, coco128):
 
 def test_train_writes_the_run_folder(coco_run):
     names = sorted(p.name for p in coco_run.iterdir())
-    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "last.pt", "metrics.csv"]  # epoch_1 pruned
+    expected = ["best.pt", "config.yaml", "epoch_2.pt", "last.pt", "loss.png", "lr.png", "mAP.png", "metrics.csv"]
+    if tensorboard_available():  # the optional extra
+        expected.append("tensorboard")
+    assert names == expected  # epoch_1.pt pruned
     rows = (coco_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,loss_box,loss_cls,loss") and len(rows) == 3
     assert "val_mAP" in rows[0]

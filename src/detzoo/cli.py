@@ -33,9 +33,14 @@ def cmd_train(args) -> int:
     from .engine.train import resume_config, train
 
     if args.resume:
+        overrides = list(args.overrides)
+        if args.config:  # `train --resume RUN key=value ...`: argparse hands the first override to `config`
+            if "=" not in args.config:
+                raise ConfigError(f"detzoo train --resume continues the run's own config; drop '{args.config}' "
+                                  "(key=value overrides are allowed)")
+            overrides.insert(0, args.config)
         config, state, run_dir = resume_config(args.resume)
-        config = load_config(config.to_dict(), args.overrides)
-        train(config, state, run_dir)
+        train(load_config(config.to_dict(), overrides), state, run_dir)
         return 0
     if not args.config:
         raise ConfigError("detzoo train needs a config (a YAML file or a zoo name) or --resume RUN")

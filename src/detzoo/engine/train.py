@@ -8,6 +8,8 @@ feedback callbacks (plots, TensorBoard). Under ``torchrun`` every process runs `
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 from pathlib import Path
 
@@ -93,10 +95,22 @@ def train(config: Config, state: dict | None = None, run_dir: Path | None = None
     joins_group = launched_by_torchrun() and not torch.distributed.is_initialized()
     dist, device = init_distributed(resolve_device(config.train.device))
     try:
-        return _train(config, state, run_dir, dist, device)
+        with _quiet_unless_main(dist):
+            return _train(config, state, run_dir, dist, device)
     finally:
         if joins_group:
             cleanup()
+
+
+@contextlib.contextmanager
+def _quiet_unless_main(dist: DistInfo):
+    """Rank 0 alone prints: the other processes' standard output goes nowhere (errors and warnings, on
+    standard error, still show, since they may be one process's own)."""
+    if dist.is_main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
 
 
 def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
@@ -109,7 +123,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     train_data = read_datasets(config.data.train, config.data.classes, config.data.skip_bad)
     class_names = train_data.class_names
     val_data = (read_datasets(config.data.val, class_names, config.data.skip_bad)
-                if config.data.val else None)
+                if config.data.val and cfg.eval_every > 0 else None)  # not read when never evaluated
     model = prepare_model(config, config.model.num_classes or len(class_names), log)
     if cfg.sync_bn and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)

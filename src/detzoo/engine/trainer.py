@@ -17,7 +17,6 @@ import math
 import os
 import signal
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -34,9 +33,9 @@ from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from .ema import ema_state, load_ema_state
 from .evaluate import evaluate_model
 from .run_folder import MetricsLog
+from .signals import StopRequest
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-REPEATED_SIGNAL_S = 2.0  # a repeat within this time is the same request (terminal + torchrun both send it)
 
 
 class TrainingError(RuntimeError):
@@ -111,8 +110,7 @@ class Trainer:
         self.evals_without_improvement = 0
         self.nonfinite_in_row = 0
         self.skipped_samples = 0
-        self.stop_signal: int | None = None  # set by the signal handler of this process
-        self._stop_signal_time = 0.0
+        self.stop_request = StopRequest(announce=self.dist.is_main)  # SIGINT/SIGTERM to this process
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
         self.last_eval = None
 
@@ -181,18 +179,17 @@ class Trainer:
             tqdm.write(text)
 
     def fit(self) -> None:
-        previous = self._install_signal_handlers()
         try:
-            for callback in self.callbacks:
-                callback.before_train(self)
-            while self.epoch < self.cfg.epochs and not self._max_steps_reached():
-                row = self._train_epoch()
-                if row is None:  # stopped inside the epoch (max_steps)
-                    break
-                if self._end_epoch(row):
-                    break
+            with self.stop_request:
+                for callback in self.callbacks:
+                    callback.before_train(self)
+                while self.epoch < self.cfg.epochs and not self._max_steps_reached():
+                    row = self._train_epoch()
+                    if row is None:  # stopped inside the epoch (max_steps)
+                        break
+                    if self._end_epoch(row):
+                        break
         finally:
-            self._restore_signal_handlers(previous)
             for callback in self.callbacks:
                 callback.after_train(self)
 
@@ -271,7 +268,7 @@ class Trainer:
         loss = sum(losses.values())
         self.scaler.scale(loss).backward()  # every process, so DDP's gradient all-reduce always completes
         # The one per-step collective: stop requests and every process's losses, summed.
-        shared = torch.stack([torch.tensor(float(self.stop_signal is not None), device=self.device),
+        shared = torch.stack([torch.tensor(float(self.stop_request.signum is not None), device=self.device),
                               *(v.detach().float() for v in losses.values()), loss.detach().float()])
         stop_votes, *values = all_reduce_sum(shared).tolist()
         names = [*losses, "loss"]
@@ -384,35 +381,14 @@ class Trainer:
         for old in numbered[: -self.cfg.keep_checkpoints]:
             old.unlink()
 
-    # ------------------------------------------------------------------ signals
-
-    def _install_signal_handlers(self):
-        if threading.current_thread() is not threading.main_thread():
-            return None
-
-        def request_stop(signum, frame):
-            now = time.monotonic()
-            if self.stop_signal is not None:
-                if now - self._stop_signal_time < REPEATED_SIGNAL_S:
-                    return  # the same request twice (Ctrl-C reaches the process, and torchrun forwards it)
-                raise KeyboardInterrupt  # asked again later: stop now, without saving
-            self.stop_signal, self._stop_signal_time = signum, now
-            if self.dist.is_main:  # os.write: no buffered-IO lock to re-enter from a signal handler
-                os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name} received: finishing the current "
-                                              f"step, then saving (send it again to stop at once)\n".encode())
-
-        return {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
-
-    def _restore_signal_handlers(self, previous) -> None:
-        for signum, handler in (previous or {}).items():
-            signal.signal(signum, handler)
+    # ------------------------------------------------------------------ stop requests
 
     def _stop_for_signal(self) -> None:
         """Save, say how to resume, stop every process. The message is written before the closing barrier:
         once one process has exited, torchrun may terminate the others."""
         self.save("last.pt")
-        signum = self.stop_signal or signal.SIGTERM  # another process may have been the one signalled
-        how = signal.Signals(signum).name if self.stop_signal else "a signal to another process"
+        signum = self.stop_request.signum or signal.SIGTERM  # another process may have been the one signalled
+        how = signal.Signals(signum).name if self.stop_request.signum else "a signal to another process"
         message = (f"training stopped by {how} at epoch {self.epoch + 1}, step {self.step}; state saved to "
                    f"{self.run_dir / 'last.pt'}. Resume with:\n  {resume_command(self.run_dir, self.dist)}")
         if self.dist.is_main:
