@@ -35,13 +35,14 @@ def subprocess_env() -> dict[str, str]:
 
 
 def start_cli(args: list[str], torchrun_processes: int = 0) -> subprocess.Popen:
-    """``python -m detzoo ARGS`` (or under ``torchrun --standalone --nproc_per_node=N``) in the background."""
+    """``python -m detzoo ARGS`` (or under ``torchrun --standalone --nproc_per_node=N``) in the background,
+    as the leader of a new process group (``os.killpg(process.pid, ...)`` signals it and its children)."""
     launcher = [sys.executable, "-m", "detzoo"]
     if torchrun_processes:
         launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={torchrun_processes}", "-m", "detzoo"]
     return subprocess.Popen([*launcher, *args], env=subprocess_env(), cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def wait_for(condition, process: subprocess.Popen, what: str, timeout: float = 300.0) -> None:
