@@ -159,3 +159,19 @@ def test_nonfinite_losses_in_a_row_abort_with_a_clear_message(runs, shapes, nan_
     assert f"The last checkpoint is {runs / 'nan_abort' / 'last.pt'}" in err
     assert load(runs / "nan_abort")["step"] == 4  # steps 3 and 4 were skipped (and counted), 5 aborted
     assert not os.path.exists(runs / "nan_abort" / "metrics.csv")
+
+
+def test_a_repeated_signal_is_the_same_request_unless_it_comes_later(monkeypatch):
+    from detzoo.engine import signals
+
+    clock = [100.0]
+    monkeypatch.setattr(signals.time, "monotonic", lambda: clock[0])
+    previous = signal.getsignal(signal.SIGINT)
+    with signals.StopRequest(announce=False) as stop:
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C
+        os.kill(os.getpid(), signal.SIGTERM)  # ... and torchrun forwarding it, a moment later
+        assert stop.signum == signal.SIGINT
+        clock[0] += signals.REPEATED_SIGNAL_S + 1
+        with pytest.raises(KeyboardInterrupt):  # asked again, later: stop at once
+            os.kill(os.getpid(), signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is previous  # handlers restored
