@@ -141,7 +141,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
                                 world_size=dist.world_size, group_aspect=pre.resize == "keep_aspect")
     if len(sampler) == 0:
         raise ConfigError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
-                         f"on {dist.world_size} process(es); lower train.batch_size")
+                          f"on {dist.world_size} process(es); lower train.batch_size")
     loader = train_loader(dataset, sampler, pre.size_divisible, config.data.workers)
     global_batch = cfg.batch_size * dist.world_size
     optimizer = build_optimizer(model, cfg, global_batch)
