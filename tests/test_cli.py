@@ -10,6 +10,7 @@ from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 
 from detzoo.cli import main
+from detzoo.engine.callbacks import tensorboard_available
 
 FAST = ["model.input_size=160", "train.batch_size=8", "data.workers=0", "train.warmup_epochs=0.5",
         "eval.batch_size=16"]
@@ -32,7 +33,10 @@ def coco_run(tmp_path_factory, coco128):
 
 def test_train_writes_the_run_folder(coco_run):
     names = sorted(p.name for p in coco_run.iterdir())
-    assert names == ["best.pt", "config.yaml", "epoch_2.pt", "last.pt", "metrics.csv"]  # epoch_1 pruned
+    expected = ["best.pt", "config.yaml", "epoch_2.pt", "last.pt", "loss.png", "lr.png", "mAP.png", "metrics.csv"]
+    if tensorboard_available():  # the optional extra
+        expected.append("tensorboard")
+    assert names == expected  # epoch_1.pt pruned
     rows = (coco_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,loss_box,loss_cls,loss") and len(rows) == 3
     assert "val_mAP" in rows[0]
@@ -81,6 +85,7 @@ def test_resume_continues_exactly(tmp_path, coco128):
 
 def test_train_on_voc_folder_then_predict(tmp_path, micro):
     run = _train(tmp_path, "micro", micro / "train", f"data.val={micro / 'test'}", "train.epochs=1",
+                 "model.score_thresh=0.005",
                  "train.max_steps=4", "train.eval_every=0")
     state = torch.load(run / "last.pt", weights_only=True)
     assert state["class_names"] == ["Arduino_Nano", "ESP8266", "Heltec_ESP32_Lora", "Raspberry_Pi_3"]

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from detzoo.config import TrainConfig, load_config
-from detzoo.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint
+from detzoo.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, remove_stale_temp_files
 from detzoo.engine.optim import WarmupSchedule, build_optimizer, parameter_groups, scaled_lr
 
 
@@ -74,3 +74,11 @@ def test_crash_during_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert torch.load(path, weights_only=True)["model"]["w"].item() == 0.0
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]
+
+
+def test_temp_files_of_killed_writes_are_removed(tmp_path):
+    atomic_save({"model": {}, "config": {}}, tmp_path / "last.pt")
+    (tmp_path / ".last.pt.tmp-4242").write_bytes(b"half a checkpoint")  # a writer killed mid-way
+    (tmp_path / "notes.tmp-1").write_text("not ours")
+    assert [p.name for p in remove_stale_temp_files(tmp_path)] == [".last.pt.tmp-4242"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt", "notes.tmp-1"]

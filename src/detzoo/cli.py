@@ -33,9 +33,14 @@ def cmd_train(args) -> int:
     from .engine.train import resume_config, train
 
     if args.resume:
+        overrides = list(args.overrides)
+        if args.config:  # `train --resume RUN key=value ...`: argparse hands the first override to `config`
+            if "=" not in args.config:
+                raise ConfigError(f"detzoo train --resume continues the run's own config; drop '{args.config}' "
+                                  "(key=value overrides are allowed)")
+            overrides.insert(0, args.config)
         config, state, run_dir = resume_config(args.resume)
-        config = load_config(config.to_dict(), args.overrides)
-        train(config, state, run_dir)
+        train(load_config(config.to_dict(), overrides), state, run_dir)
         return 0
     if not args.config:
         raise ConfigError("detzoo train needs a config (a YAML file or a zoo name) or --resume RUN")
@@ -121,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detzoo", description="PyTorch object-detection model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train a model from a recipe")
+    p = sub.add_parser("train", help="train a model from a recipe (several GPUs/nodes: run it under torchrun)")
     p.add_argument("config", nargs="?", help="YAML recipe or zoo name (configs/<name>.yaml)")
     p.add_argument("overrides", nargs="*", help="key=value overrides, e.g. train.epochs=3 data.train=PATH")
     p.add_argument("--resume", help="continue a run exactly (its folder or a checkpoint)")
@@ -167,17 +172,18 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     from .data.records import DataError
     from .engine.checkpoint import CheckpointError
+    from .engine.distributed import launched_by_torchrun, process_rank
     from .engine.trainer import TrainingError, TrainingInterrupted
     from .models.weights import WeightsError
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except TrainingInterrupted as exc:
-        print(exc, file=sys.stderr)
-        return 130
+    except TrainingInterrupted as exc:  # the trainer has already said where the state is and how to resume
+        return exc.exit_code
     except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, FileNotFoundError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        where = f" (rank {process_rank()})" if launched_by_torchrun() else ""
+        print(f"error{where}: {exc}", file=sys.stderr)
         return 2
 
 

@@ -102,24 +102,26 @@ class TrainConfig:
     milestones: list[float] = field(default_factory=lambda: [8 / 12, 11 / 12])  # step schedule, fractions
     gamma: float = 0.1
     grad_clip: float | None = None  # global gradient norm
-    amp: str = choice("none", "none", "fp16", "bf16")
+    amp: str = choice("none", "none", "fp16", "bf16")  # fp16: CUDA only (gradient scaler); bf16: CPU and CUDA
     device: str = "auto"
     seed: int = 0
     freeze: str = choice("none", "none", "backbone")
+    freeze_bn: bool = False  # BatchNorm uses and keeps its running statistics (scale/shift still train)
     output: str = "runs"
     name: str | None = None  # run folder name (default: model name + time)
     resume: str | None = None  # a checkpoint or run folder to continue exactly
     checkpoint_every: int = 0  # also keep epoch_N.pt every N epochs (0 = only last.pt)
     keep_checkpoints: int = 3  # how many epoch_N.pt to keep
-    save_every_steps: int = 0  # also write last.pt every K steps inside an epoch
+    save_every_steps: int = 0  # also write last.pt every K steps (a SIGKILL then loses at most K steps)
     eval_every: int = 1  # evaluate every N epochs (0 = never during training)
     eval_start: int = 1  # first epoch that is evaluated
     early_stop: int = 0  # stop after this many evaluations without improvement (0 = off)
     precise_bn: int = 0  # before each evaluation, re-estimate BatchNorm statistics over this many batches
-    ema: bool = False
+    ema: bool = False  # keep an EMA of the weights; it is what is evaluated and what load_model uses
     ema_decay: float = 0.9998
+    ema_warmup: int = 2000  # decay ramps up as ema_decay * (1 - exp(-updates / ema_warmup)); 0 = constant
     max_nonfinite: int = 5  # abort after this many non-finite losses in a row
-    sync_bn: bool = False
+    sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     max_steps: int | None = None  # stop after this many steps in total (smoke tests, profiling)
 
 

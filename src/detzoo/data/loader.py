@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -190,9 +191,17 @@ class TrainBatchSampler(Sampler):
             yield [(i, sample_seed(self.seed, self.epoch, i)) for i in batch]
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """DataLoader workers leave SIGINT/SIGTERM to the main process, which finishes its step, saves and
+    then shuts them down; killed first, they would make that last step fail (Ctrl-C and SLURM signal
+    every process of the job). They still exit when the main process dies."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def loader_kwargs(workers: int) -> dict:
     return {"num_workers": workers, "persistent_workers": False, "pin_memory": torch.cuda.is_available(),
-            **({"prefetch_factor": 2} if workers > 0 else {})}
+            **({"prefetch_factor": 2, "worker_init_fn": ignore_stop_signals} if workers > 0 else {})}
 
 
 def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_divisible: int,

@@ -1,5 +1,9 @@
-"""Evaluate a model on a dataset: the same inference loop as the Predictor, sharded over DDP processes
-(each takes every world_size-th image; rank 0 gathers the detections and scores them)."""
+"""Evaluate a model on a dataset: the same inference loop as the Predictor, sharded over DDP processes.
+
+Process r takes images r, r + W, r + 2W, ... (no padding, so no image is evaluated twice and there is no
+padding to drop); rank 0 gathers every process's detections, puts them back in dataset order, checks that
+each image is there exactly once, and scores them.
+"""
 
 from __future__ import annotations
 
@@ -14,16 +18,43 @@ from ..structures import Detections
 from .distributed import DistInfo, all_gather_objects
 
 
-def collect_detections(backend, data: DetectionData, batch_size: int, workers: int,
-                       dist: DistInfo | None = None) -> list[Detections]:
+def interleave(parts: list[list[Detections]], total: int) -> list[Detections]:
+    """Per-process lists (process r holds images r, r + W, ...) -> one list in dataset order."""
+    world_size = len(parts)
+    ordered: list[Detections | None] = [None] * total
+    for rank, part in enumerate(parts):
+        expected = len(range(rank, total, world_size))
+        if len(part) != expected:
+            raise RuntimeError(f"distributed evaluation: process {rank} returned {len(part)} results for its "
+                               f"{expected} images")
+        ordered[rank::world_size] = part
+    return ordered  # type: ignore[return-value]
+
+
+def local_detections(backend, data: DetectionData, batch_size: int, workers: int,
+                     dist: DistInfo | None = None) -> list[Detections]:
+    """The detections of this process's share of the images (all of them in a single process)."""
     dist = dist or DistInfo()
     dataset = DetectionDataset(data, eval_transform(backend.preprocess), skip_bad=False)
     loader = eval_loader(dataset, batch_size, backend.preprocess.size_divisible, workers,
                          rank=dist.rank, world_size=dist.world_size)
-    detections = list(run_inference(backend, loader, data.class_names))
-    if dist.enabled:
-        detections = [d for part in all_gather_objects(detections) for d in part]
-    return detections
+    return list(run_inference(backend, loader, data.class_names))
+
+
+def collect_detections(backend, data: DetectionData, batch_size: int, workers: int,
+                       dist: DistInfo | None = None) -> list[Detections]:
+    """Every image's detections in dataset order on rank 0 (an empty list on the other processes)."""
+    dist = dist or DistInfo()
+    detections = local_detections(backend, data, batch_size, workers, dist)
+    if not dist.enabled:
+        return detections
+    parts = all_gather_objects(detections)
+    if not dist.is_main:
+        return []
+    ordered = interleave(parts, len(data))
+    if [d.image_id for d in ordered] != [r.image_id for r in data.records]:
+        raise RuntimeError("distributed evaluation: the gathered detections are not one per image in order")
+    return ordered
 
 
 def evaluate_model(model: torch.nn.Module, data: DetectionData, metric: str, batch_size: int = 8,

@@ -19,14 +19,24 @@ from .distributed import DistInfo, all_reduce_sum
 
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, data: DetectionData, batches: int, batch_size: int,
-                            device: torch.device, workers: int = 0, dist: DistInfo | None = None) -> int:
-    """Re-estimate the statistics of the BN layers in training mode; returns how many layers were updated."""
+                            device: torch.device, workers: int = 0, dist: DistInfo | None = None,
+                            target: nn.Module | None = None) -> int:
+    """Re-estimate the statistics of the BN layers that are training in ``model``; with ``target`` (an EMA
+    copy of ``model``, same layer names), the statistics of ``target`` are re-estimated instead.
+    Returns how many layers were updated."""
     dist = dist or DistInfo()
-    layers = [m for m in model.modules() if isinstance(m, _BatchNorm) and m.training and m.track_running_stats]
-    if not layers or batches <= 0:
+    names = [n for n, m in model.named_modules() if isinstance(m, _BatchNorm) and m.training
+             and m.track_running_stats]
+    net = target if target is not None else model
+    if not names or batches <= 0:
         return 0
+    modules = dict(net.named_modules())
+    layers = [modules[n] for n in names]
+    modes = {n: m.training for n, m in modules.items()}
     momenta = [layer.momentum for layer in layers]
+    net.eval()
     for layer in layers:
+        layer.train()
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the batches below
     preprocess = model.preprocess
@@ -35,10 +45,12 @@ def recompute_bn_statistics(model: nn.Module, data: DetectionData, batches: int,
     try:
         for _, batch in zip(range(batches), loader):
             if len(batch):
-                model(normalize(batch.images.to(device), preprocess))
+                net(normalize(batch.images.to(device), preprocess))
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum
+        for name, module in modules.items():
+            module.train(modes[name])
     if dist.enabled:
         for layer in layers:
             for stat in (layer.running_mean, layer.running_var):

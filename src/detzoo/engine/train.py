@@ -1,25 +1,31 @@
 """``train(config)``: build everything a run needs from the config, then ``Trainer.fit``.
 
 Data -> records -> Dataset + transforms -> DataLoader; model from the registry (+ backbone / transfer
-weights, freezing); optimiser and schedule scaled to the global batch; run folder; resume.
+weights, freezing, SyncBN); optimiser and schedule scaled to the global batch; run folder; resume;
+feedback callbacks (plots, TensorBoard). Under ``torchrun`` every process runs ``train`` (see README,
+"Training").
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import random
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..config import Config, config_from_dict
+from ..config import Config, ConfigError, config_from_dict
 from ..data.formats import read_datasets
 from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
 from ..data.transforms import train_transform
 from ..models.weights import build_model, load_backbone_weights, load_transfer_weights
 from ..predict import resolve_device
-from .checkpoint import load_checkpoint
-from .distributed import DistInfo, barrier, init_distributed
+from .callbacks import PlotCurves, TensorBoardLogger, tensorboard_available
+from .checkpoint import load_checkpoint, remove_stale_temp_files
+from .distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
+from .ema import build_ema
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .run_folder import new_run_dir
 from .trainer import StepModule, Trainer
@@ -54,24 +60,74 @@ def prepare_model(config: Config, num_classes: int, log) -> torch.nn.Module:
     return model
 
 
-def train(config: Config, state: dict | None = None, run_dir: Path | None = None) -> Path:
-    """Train from a config (or continue from ``state`` in ``run_dir``); returns the run folder."""
+def check_precision_and_bn(config: Config, device: torch.device, dist: DistInfo) -> None:
+    """Refuse settings that cannot work on this device before any time is spent."""
     cfg = config.train
-    device = resolve_device(cfg.device)
-    dist = init_distributed(device.type)
-    if dist.enabled and device.type == "cuda":
-        device = torch.device("cuda", dist.local_rank)
-        torch.cuda.set_device(device)
+    if cfg.amp == "fp16" and device.type != "cuda":
+        raise ConfigError(f"train.amp=fp16 needs a CUDA device (it trains with a gradient scaler there); on "
+                          f"{device.type} use train.amp=bf16")
+    if cfg.amp == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise ConfigError(f"train.amp=bf16: {torch.cuda.get_device_name(device)} has no bfloat16 support; use "
+                          "train.amp=fp16")
+    if cfg.sync_bn and cfg.freeze_bn:
+        raise ConfigError("train.sync_bn and train.freeze_bn exclude each other (frozen BatchNorm layers "
+                          "have nothing to synchronise)")
+    if cfg.sync_bn and dist.enabled and device.type != "cuda":
+        raise ConfigError("train.sync_bn needs CUDA (torch's SyncBatchNorm has no CPU kernels); on the CPU "
+                          "leave it off, or set train.freeze_bn=true so BatchNorm does not depend on the "
+                          "per-process batch")
+
+
+def feedback_callbacks(run_dir: Path, dist: DistInfo) -> list:
+    """Plots always, TensorBoard when installed; rank 0 only."""
+    if not dist.is_main:
+        return []
+    callbacks = [PlotCurves()]
+    if tensorboard_available():
+        callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
+    return callbacks
+
+
+def train(config: Config, state: dict | None = None, run_dir: Path | None = None) -> Path:
+    """Train from a config (or continue from ``state`` in ``run_dir``); returns the run folder.
+
+    Under ``torchrun`` every process runs this; the process group is joined here and left at the end."""
+    joins_group = launched_by_torchrun() and not torch.distributed.is_initialized()
+    dist, device = init_distributed(resolve_device(config.train.device))
+    try:
+        with _quiet_unless_main(dist):
+            return _train(config, state, run_dir, dist, device)
+    finally:
+        if joins_group:
+            cleanup()
+
+
+@contextlib.contextmanager
+def _quiet_unless_main(dist: DistInfo):
+    """Rank 0 alone prints: the other processes' standard output goes nowhere (errors and warnings, on
+    standard error, still show, since they may be one process's own)."""
+    if dist.is_main:
+        yield
+        return
+    with open(os.devnull, "w") as devnull, contextlib.redirect_stdout(devnull):
+        yield
+
+
+def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
+           device: torch.device) -> Path:
+    cfg = config.train
     log = print if dist.is_main else (lambda *a, **k: None)
+    check_precision_and_bn(config, device, dist)
     seed_everything(cfg.seed + dist.rank)
 
     train_data = read_datasets(config.data.train, config.data.classes, config.data.skip_bad)
     class_names = train_data.class_names
     val_data = (read_datasets(config.data.val, class_names, config.data.skip_bad)
-                if config.data.val else None)
+                if config.data.val and cfg.eval_every > 0 else None)  # not read when never evaluated
     model = prepare_model(config, config.model.num_classes or len(class_names), log)
     if cfg.sync_bn and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        log("BatchNorm synchronised across processes (SyncBatchNorm)")
     model.to(device)
 
     step_module: torch.nn.Module = StepModule(model)
@@ -84,8 +140,8 @@ def train(config: Config, state: dict | None = None, run_dir: Path | None = None
     sampler = TrainBatchSampler(train_data, cfg.batch_size, seed=cfg.seed, rank=dist.rank,
                                 world_size=dist.world_size, group_aspect=pre.resize == "keep_aspect")
     if len(sampler) == 0:
-        raise ValueError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
-                         f"on {dist.world_size} process(es); lower train.batch_size")
+        raise ConfigError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
+                          f"on {dist.world_size} process(es); lower train.batch_size")
     loader = train_loader(dataset, sampler, pre.size_divisible, config.data.workers)
     global_batch = cfg.batch_size * dist.world_size
     optimizer = build_optimizer(model, cfg, global_batch)
@@ -96,19 +152,18 @@ def train(config: Config, state: dict | None = None, run_dir: Path | None = None
         run_dir = Path(_broadcast(str(run_dir) if run_dir else "", dist))
     if dist.is_main:
         (run_dir / "config.yaml").write_text(config.to_yaml())
-    ema = None
-    if cfg.ema:
-        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
-        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+        for stale in remove_stale_temp_files(run_dir):
+            log(f"removed {stale.name} (a checkpoint write cut short by a crash)")
+    ema = build_ema(model, cfg.ema_decay, cfg.ema_warmup) if cfg.ema else None
     trainer = Trainer(config, model, step_module, loader, sampler, optimizer, scheduler, device, run_dir,
-                      class_names, val_data, dist, ema=ema)
+                      class_names, val_data, dist, callbacks=feedback_callbacks(run_dir, dist), ema=ema)
     if state is not None:
         trainer.load_state_dict(state)
         log(f"resumed from {run_dir / 'last.pt'} at epoch {trainer.epoch + 1}, step {trainer.step}")
+    precision = {"none": "fp32", "fp16": "fp16 autocast + gradient scaler", "bf16": "bf16 autocast"}[cfg.amp]
     log(f"training {config.model.name} on {len(train_data)} images ({len(class_names)} classes), "
         f"{dist.world_size} process(es) x batch {cfg.batch_size}, lr {scaled_lr(cfg, global_batch):.4g}, "
-        f"device {device}, run folder {run_dir}")
+        f"device {device}, {precision}, run folder {run_dir}")
     trainer.fit()
     barrier()
     if trainer.last_eval is not None:

@@ -1,6 +1,10 @@
 """SSD losses: sigmoid focal loss over the K foreground logits (torchvision ``sigmoid_focal_loss``) or
 softmax cross-entropy over K+1 logits with hard negative mining, plus smooth L1 on positive anchors; both
-summed over the batch and divided by the number of positive anchors (at least 1)."""
+summed over the batch and divided by the number of positive anchors (at least 1).
+
+Under DDP (in training) the divisor is the positive count of the whole global batch divided by the number
+of processes (``engine.distributed.global_normalizer``), so DDP's gradient average equals the gradient of
+one process holding the global batch, as the recipe ("divide by the positives in the batch") means."""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
+from ..engine.distributed import global_normalizer
 from .box_coder import BoxCoder
 from .matching import BACKGROUND, IGNORE, match_anchors
 
@@ -52,7 +57,7 @@ class SSDLoss(nn.Module):
             labels, box_targets = self.match(anchors, targets)
         box_regression, class_logits = box_regression.float(), class_logits.float()
         positive = labels >= 0
-        num_positive = positive.sum().clamp(min=1).float()
+        num_positive = global_normalizer(positive.sum()) if self.training else positive.sum().clamp(min=1).float()
         loss_box = F.smooth_l1_loss(box_regression[positive], box_targets[positive], beta=1.0, reduction="sum")
         if self.kind == "focal":
             loss_cls = self._focal(class_logits, labels)
