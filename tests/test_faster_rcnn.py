@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchvision
 from torchvision.models.detection import fasterrcnn_resnet50_fpn
+from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
@@ -16,7 +17,7 @@ from detzoo.data.transforms import eval_transform, normalize, train_transform
 from detzoo.models import create_model
 from detzoo.models.dcn import ModulatedDeformConv2d
 from detzoo.models.faster_rcnn import FasterRCNN
-from detzoo.models.weights import WeightsError, load_backbone_weights
+from detzoo.models.weights import WeightsError, load_backbone_weights, load_transfer_weights
 
 SMALL = {"num_classes": 3, "input_size": 128, "roi_batch_size": 64}
 
@@ -66,6 +67,25 @@ def test_imagenet_weights_load_into_the_deformable_convs(tmp_path):
         load_backbone_weights(model, str(wrong))
 
 
+def test_torchvision_detector_weights_start_a_model_with_other_classes(tmp_path):
+    """A torchvision FasterRCNN state dict laid out like its COCO-trained ``fasterrcnn_resnet50_fpn`` file (91
+    classes, frozen BN) as ``model.weights``: everything loads except the class-dependent predictor layers,
+    which are re-made for 3 classes."""
+    torch.manual_seed(2)
+    backbone = resnet_fpn_backbone(backbone_name="resnet50", weights=None, norm_layer=FrozenBatchNorm2d)
+    reference = torchvision.models.detection.FasterRCNN(backbone, num_classes=91).state_dict()
+    path = tmp_path / "torchvision_frcnn.pth"
+    torch.save(reference, path)
+    model = create_model("faster_rcnn_r50_fpn", **SMALL)
+    dropped = load_transfer_weights(model, str(path))
+    assert dropped == [f"roi_heads.box_predictor.{layer}.{kind}" for layer in ("bbox_pred", "cls_score")
+                       for kind in ("bias", "weight")]
+    state = model.state_dict()
+    for key in ("backbone.body.layer4.2.conv3.weight", "backbone.fpn.layer_blocks.3.0.weight",
+                "rpn.head.cls_logits.weight", "roi_heads.box_head.fc7.weight"):
+        torch.testing.assert_close(state[key], reference[key], rtol=0, atol=0)
+
+
 def test_labels_shift_and_crowd_boxes_are_dropped():
     target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20]]), "labels": torch.tensor([0, 2]),
               "iscrowd": torch.tensor([False, True])}
@@ -93,6 +113,22 @@ def test_crowd_only_and_empty_images_train_as_background(dcn_model):
     dcn_model.eval()
     with pytest.raises(RuntimeError, match="train mode"):
         dcn_model.compute_loss(images, targets)
+
+
+def test_trains_and_detects_under_bfloat16_autocast(dcn_model):
+    torch.manual_seed(0)
+    images = torch.randn(1, 3, 96, 128)
+    targets = [{"boxes": torch.tensor([[10.0, 10, 60, 50]]), "labels": torch.tensor([1])}]
+    dcn_model.train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        losses = dcn_model.compute_loss(images, targets)
+    assert all(torch.isfinite(v) for v in losses.values())
+    sum(losses.values()).backward()
+    assert dcn_model.backbone.body.layer2[0].conv2.offset_mask.weight.grad.abs().sum() > 0
+    dcn_model.zero_grad(set_to_none=True)
+    dcn_model.eval()
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        assert len(dcn_model.detect(images)[0]["boxes"]) > 0
 
 
 def test_two_stage_batches_from_a_6_field_txt_file(tmp_path, micro, dcn_model):
