@@ -78,6 +78,7 @@ class ModelConfig:
     nms_thresh: float | None = None
     pre_nms_top_k: int | None = None
     detections_per_img: int | None = None
+    roi_batch_size: int | None = None  # two-stage models: RoIs sampled per image to train the box head
 
     def model_kwargs(self) -> dict[str, Any]:
         """Options passed on to ``create_model`` (the ones the user set)."""

@@ -97,6 +97,7 @@ class DetectionDataset(Dataset):
         target["image_id"] = record.image_id
         target["index"] = index
         target["orig_size"] = (record.height, record.width)
+        target["image_size"] = tuple(image.shape[-2:])  # (h, w) after the transform, before batch padding
         target["path"] = str(record.path)
         return image.as_subclass(torch.Tensor), target
 

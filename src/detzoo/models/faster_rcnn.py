@@ -1,0 +1,77 @@
+"""The two-stage detector: torchvision's Faster R-CNN parts (backbone + FPN, ``RegionProposalNetwork``,
+``RoIHeads``) behind the zoo's detector contract, without torchvision's hidden ``GeneralizedRCNNTransform``.
+
+Inputs arrive resized, normalised and padded by the data pipeline (``preprocess``: keep aspect, pad to a
+multiple of 32); the model gets them as an ``ImageList`` with each image's size before padding, so proposals
+and detections are clipped to the real image, not to the padding.
+
+Labels: detzoo uses 0..K-1, torchvision 0 = background and 1..K; the shift happens here, both ways.
+Crowd boxes (``iscrowd``) are dropped from the training targets: torchvision's anchor and proposal samplers
+have no "ignore" label for a ground-truth box, and treating a crowd region as an object would teach the model
+to fire on it. Images without objects are legal (every anchor and proposal is then background).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torchvision.models.detection.image_list import ImageList
+from torchvision.models.detection.roi_heads import RoIHeads
+from torchvision.models.detection.rpn import RegionProposalNetwork
+
+from ..data.transforms import Preprocess
+from .detector import Detector
+
+
+class FasterRCNN(Detector):
+    """``backbone`` (images -> OrderedDict of feature maps), ``rpn`` and ``roi_heads`` are torchvision modules
+    with the names torchvision uses, so state dicts of torchvision's ``FasterRCNN`` load unchanged."""
+
+    def __init__(self, backbone: nn.Module, rpn: RegionProposalNetwork, roi_heads: RoIHeads,
+                 preprocess: Preprocess, num_classes: int):
+        super().__init__()
+        self.backbone = backbone
+        self.rpn = rpn
+        self.roi_heads = roi_heads
+        self.preprocess = preprocess
+        self.num_classes = num_classes
+
+    def _image_list(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None) -> ImageList:
+        sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
+        if len(sizes) != images.shape[0]:
+            raise ValueError(f"{len(sizes)} image sizes for a batch of {images.shape[0]} images")
+        return ImageList(images, [(int(h), int(w)) for h, w in sizes])
+
+    def compute_loss(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+        """RPN and RoI-head losses. ``targets[i]``: boxes (xyxy, input pixels), labels 0..K-1, optional
+        iscrowd (those boxes are dropped) and image_size (h, w before padding; default: the whole tensor).
+        Train mode only: torchvision's RPN and RoI heads sample anchors and proposals only when training."""
+        if not self.training:
+            raise RuntimeError("FasterRCNN.compute_loss needs train mode (call model.train() first)")
+        sizes = [t.get("image_size") or tuple(images.shape[-2:]) for t in targets]
+        image_list = self._image_list(images, sizes)
+        torchvision_targets = [self._torchvision_target(t) for t in targets]
+        features = self.backbone(images)
+        proposals, rpn_losses = self.rpn(image_list, features, torchvision_targets)
+        _, head_losses = self.roi_heads(features, proposals, image_list.image_sizes, torchvision_targets)
+        return {**rpn_losses, **head_losses}
+
+    @staticmethod
+    def _torchvision_target(target: dict) -> dict[str, torch.Tensor]:
+        boxes, labels = target["boxes"], target["labels"]
+        crowd = target.get("iscrowd")
+        if crowd is not None and crowd.numel():
+            keep = ~crowd.bool()
+            boxes, labels = boxes[keep], labels[keep]
+        return {"boxes": boxes.float().reshape(-1, 4), "labels": labels.long() + 1}
+
+    def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
+        """Boxes (xyxy, clipped to each image's size), scores and labels 0..K-1, in input pixels. Eval mode
+        only (in train mode torchvision's RPN wants targets)."""
+        if self.training:
+            raise RuntimeError("FasterRCNN.detect needs eval mode (call model.eval() first)")
+        image_list = self._image_list(images, image_sizes)
+        features = self.backbone(images)
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in detections]
