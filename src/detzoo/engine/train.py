@@ -93,6 +93,8 @@ def train(config: Config, state: dict | None = None, run_dir: Path | None = None
 
     Under ``torchrun`` every process runs this; the process group is joined here and left at the end."""
     joins_group = launched_by_torchrun() and not torch.distributed.is_initialized()
+    # weights drifting into denormal floats made CPU matrix products up to 50x slower (seen on Faster R-CNN)
+    torch.set_flush_denormal(True)
     dist, device = init_distributed(resolve_device(config.train.device))
     try:
         with _quiet_unless_main(dist):
