@@ -116,8 +116,7 @@ class VOCEvaluator(Evaluator):
         title = f"AP@{self.iou_thresh:g} ({'11-point' if self.use_11_point else 'area'})"
         with_gt = sum(c is not None for c in curves.values())
         report = "\n".join([per_class_table(aps[chosen], title),
-                            f"VOC mAP@{self.iou_thresh:g} {metrics['mAP']:.4f} "
-                            f"({'11-point' if self.use_11_point else 'area under the curve'}; 11-point "
-                            f"{means['11point']:.4f}, area {means['area']:.4f}; {with_gt} classes with ground "
-                            f"truth, {len(self.data.records)} images, difficult objects ignored)"])
+                            f"VOC mAP@{self.iou_thresh:g} {metrics['mAP']:.4f}  (11-point {means['11point']:.4f}, "
+                            f"area {means['area']:.4f}; {with_gt} classes with ground truth, "
+                            f"{len(self.data.records)} images, difficult objects ignored)"])
         return EvalResult(metrics, aps[chosen], report)
