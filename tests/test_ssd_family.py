@@ -12,6 +12,7 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
+from detzoo.config import ConfigError
 from detzoo.models import create_model, list_models
 from detzoo.models.backbones.mobilenet_v1 import MobileNetV1Features
 from detzoo.models.heads import prior_bias
@@ -101,6 +102,8 @@ def test_feature_pyramids_have_the_recipe_levels():
         with torch.no_grad():
             features = model.features(torch.zeros(1, 3, 300, 300))
         assert [(f.shape[1], f.shape[2]) for f in features] == levels, name
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        create_model("ssd_mobilenetv1_fpn", num_classes=3, input_size=600)
     fpn = create_model("ssd_mobilenetv1_fpn", num_classes=3, input_size=256).eval()
     with torch.no_grad():
         assert [tuple(f.shape[1:]) for f in fpn.features(torch.zeros(1, 3, 256, 256))] == \
@@ -198,3 +201,10 @@ def test_transfer_drops_exactly_the_class_dependent_parameters(name, tmp_path):
     for key, value in target.state_dict().items():
         expected = before[key] if key in dropped else source.state_dict()[key]
         assert torch.equal(value, expected), key
+
+
+def test_ssd_vgg16_can_train_with_the_papers_softmax_loss():
+    model = create_model("ssd_vgg16", num_classes=3, loss="softmax")
+    assert model.loss.kind == model.postprocess.score_kind == "softmax" and model.loss.neg_pos_ratio == 3.0
+    assert [layer.out_channels for layer in model.head.class_layers] == [n * 4 for n in (4, 6, 6, 6, 4, 4)]
+    assert all(torch.equal(layer.bias, torch.zeros_like(layer.bias)) for layer in model.head.class_layers)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..config import ConfigError
 from ..data.transforms import Preprocess
 from .anchors import (
     multiscale_anchors,
@@ -126,8 +127,9 @@ def _ssd_fpn(backbone: nn.Module, num_classes: int, input_size: int, loss: str, 
              detections_per_img: int) -> SSD:
     """The SSD-FPN family (recipes.md sections 3-4): three backbone maps (strides 8, 16, 32) -> FPN P3-P7 with
     256 channels -> weight-shared head over 6 multiscale anchors per location."""
-    if input_size % 128:
-        raise ValueError(f"input_size {input_size} must be a multiple of 128 (P7 has stride 128)")
+    if input_size % 32:  # C3-C5 then halve exactly, so the FPN's 2x nearest upsampling lines up
+        raise ConfigError(f"model.input_size {input_size}: the SSD-FPN models need a multiple of 32 (C5 has "
+                          "stride 32), e.g. 640")
     neck = FPN(backbone.out_channels, 256, extra_levels=2, norm_layer=SSD_BATCH_NORM)
     anchors = multiscale_anchors(input_size)
     head = WeightSharedHead(256, len(neck.out_channels), anchors.num_anchors_per_location()[0], num_logits(num_classes, loss),
