@@ -8,6 +8,8 @@ trains with cross-entropy and hard negative mining.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from ..config import ConfigError
@@ -50,7 +52,8 @@ def _class_bias(loss: str) -> float | None:
 
 
 def _ssdlite_head(channels: list[int], anchors_per_location: list[int], logits: int, loss: str,
-                  norm_layer, depthwise_bias: bool = False, plain_last: bool = False) -> PerLevelHead:
+                  norm_layer: Callable[[int], nn.Module], depthwise_bias: bool = False,
+                  plain_last: bool = False) -> PerLevelHead:
     """Per level: 3x3 depthwise + norm + ReLU6 + 1x1 for boxes and for classes; ``plain_last`` makes the last
     level a single 1x1 conv (pytorch-ssd's mb2-ssd-lite)."""
     def predictor(level: int, out_channels: int) -> nn.Module:
