@@ -3,7 +3,12 @@ inference ms/image (batch 1 and 8, eager, post-processing included), training im
 post-processing ms/image on the same realistic score distribution (ours: one threshold, one top-k, one
 batched_nms; torchvision: its per-class loop).
 
-    python benchmarks/bench_ssd.py [--models ssd300_mobilenetv2 ...] [--repeats 5]
+Inference is timed from the model's input pixels to detections on both sides: ours from a uint8 batch
+(normalisation, raw forward, decoding + NMS, as the Predictor runs it); torchvision from its list of float
+images (its transform normalises and resizes, then forward and per-class post-processing). ``ssd_vgg16`` and
+torchvision's ``ssd300_vgg16`` are the same network on the same 300-px input.
+
+    python benchmarks/bench_ssd.py [--models ssd_vgg16 ssdlite_mobilenetv2 ...] [--repeats 5]
 """
 
 from __future__ import annotations
@@ -12,9 +17,10 @@ import argparse
 
 import torch
 import torchvision
-from common import machine, print_table, time_call
+from common import machine, print_table, time_pair
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
+from detzoo.data.transforms import normalize
 from detzoo.models import create_model, list_models
 
 # our model -> the torchvision model it is compared with
@@ -43,55 +49,39 @@ def targets_for(batch: int, size: int, offset: int = 0) -> list[dict]:
     return out
 
 
-def ours_inference(model, batch: int) -> float:
-    size = model.preprocess.size
-    images = torch.randn(batch, 3, *size)
+def inference_times(model, tv, tv_size: int, batch: int) -> tuple[float, float]:
+    """ms/image from input pixels to detections: ours from a uint8 batch (normalise, forward, decode + NMS),
+    torchvision from its list of float images (transform, forward, per-class post-processing)."""
+    ours_images = torch.randint(0, 256, (batch, 3, *model.preprocess.size), dtype=torch.uint8)
+    tv_images = [torch.rand(3, tv_size, tv_size) for _ in range(batch)]
     with torch.inference_mode():
-        return time_call(lambda: model.detect(images), repeats=ARGS.repeats) / batch * 1000
+        ours, theirs = time_pair(lambda: model.detect(normalize(ours_images, model.preprocess)),
+                                 lambda: tv(tv_images), warmup=1, repeats=ARGS.repeats)
+    return ours / batch * 1000, theirs / batch * 1000
 
 
-def tv_inference(model, size: int, batch: int) -> float:
-    images = [torch.rand(3, size, size) for _ in range(batch)]
-    with torch.inference_mode():
-        return time_call(lambda: model(images), repeats=ARGS.repeats) / batch * 1000
-
-
-def train_rate(step, batch: int) -> float:
-    return batch / time_call(step, warmup=1, repeats=max(2, ARGS.repeats // 2))
-
-
-def ours_train(model, batch: int = 8) -> float:
+def training_rates(model, tv, tv_size: int, batch: int = 8) -> tuple[float, float]:
+    """Training images/s (forward, loss, backward, SGD step) on the same kind of batch."""
     size = model.preprocess.size
     images, targets = torch.randn(batch, 3, *size), targets_for(batch, size[0])
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    tv_images = [torch.rand(3, tv_size, tv_size) for _ in range(batch)]
+    tv_targets = targets_for(batch, tv_size, offset=1)  # torchvision labels are 1-based
+    ours_opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
+    tv_opt = torch.optim.SGD(tv.parameters(), lr=1e-4, momentum=0.9)
 
-    def step():
-        loss = sum(model.compute_loss(images, targets).values())
+    def step(losses, optimizer):
         optimizer.zero_grad()
-        loss.backward()
+        sum(losses.values()).backward()
         optimizer.step()
 
     model.train()
-    rate = train_rate(step, batch)
+    tv.train()
+    ours, theirs = time_pair(lambda: step(model.compute_loss(images, targets), ours_opt),
+                             lambda: step(tv(tv_images, tv_targets), tv_opt), warmup=1,
+                             repeats=max(2, ARGS.repeats // 2))
     model.eval()
-    return rate
-
-
-def tv_train(model, size: int, batch: int = 8) -> float:
-    images = [torch.rand(3, size, size) for _ in range(batch)]
-    targets = targets_for(batch, size, offset=1)  # torchvision labels are 1-based
-    optimizer = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
-
-    def step():
-        loss = sum(model(images, targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
-    model.train()
-    rate = train_rate(step, batch)
-    model.eval()
-    return rate
+    tv.eval()
+    return batch / ours, batch / theirs
 
 
 def realistic_probabilities(anchors: int, classes: int, batch: int = 8) -> torch.Tensor:
@@ -105,8 +95,11 @@ def realistic_probabilities(anchors: int, classes: int, batch: int = 8) -> torch
     return p.clamp(1e-6, 0.95)
 
 
-def postprocess_times(model, tv_model) -> tuple[float, float, int]:
-    """ms/image of our post-processing and torchvision's on the same probabilities and anchors."""
+def around_network_times(model, tv_model, tv_size: int) -> tuple[float, float, float, float, int]:
+    """ms/image spent outside the network, on the same probabilities and anchors: pre-processing (ours:
+    normalise a uint8 batch; torchvision: its transform, which normalises, resizes and batches, plus its
+    per-call anchor generation) and post-processing (ours: one threshold, top-k and batched_nms; torchvision:
+    its per-class loop, then rescaling the boxes)."""
     anchors = model.anchors
     batch = 8
     p = realistic_probabilities(anchors.shape[0], NUM_CLASSES, batch)
@@ -116,39 +109,58 @@ def postprocess_times(model, tv_model) -> tuple[float, float, int]:
         logits = torch.logit(p)
     else:
         logits = torch.log(torch.cat([(1 - p.sum(-1, keepdim=True)).clamp(min=1e-3), p], dim=-1))
-    ours = time_call(lambda: model.postprocess(regression, logits, anchors, [size] * batch), repeats=ARGS.repeats)
     # torchvision: softmax over [background, classes] with the same per-class probabilities
     tv_logits = torch.log(torch.cat([(1 - p.sum(-1, keepdim=True)).clamp(min=1e-3), p], dim=-1))
     head = {"bbox_regression": regression, "cls_logits": tv_logits}
     tv_anchors = [anchors] * batch
-    theirs = time_call(lambda: tv_model.postprocess_detections(head, tv_anchors, [size] * batch),
-                       repeats=ARGS.repeats)
-    return ours / batch * 1000, theirs / batch * 1000, anchors.shape[0]
+
+    def tv_post():
+        detections = tv_model.postprocess_detections(head, tv_anchors, [size] * batch)
+        return tv_model.transform.postprocess(detections, [size] * batch, [(tv_size, tv_size)] * batch)
+
+    post_ours, post_tv = time_pair(lambda: model.postprocess(regression, logits, anchors, [size] * batch), tv_post,
+                                   repeats=ARGS.repeats)
+    ours_images = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8)
+    tv_images = [torch.rand(3, tv_size, tv_size) for _ in range(batch)]
+    with torch.inference_mode():
+        grid = [torch.empty(1, 1, *f.shape[-2:]) for f in tv_model.backbone(tv_images[0][None]).values()]
+
+        def tv_pre():
+            image_list, _ = tv_model.transform(tv_images)
+            return tv_model.anchor_generator(image_list, grid)
+
+        pre_ours, pre_tv = time_pair(lambda: normalize(ours_images, model.preprocess), tv_pre, repeats=ARGS.repeats)
+    return (pre_ours / batch * 1000, pre_tv / batch * 1000, post_ours / batch * 1000, post_tv / batch * 1000,
+            anchors.shape[0])
 
 
 def main() -> None:
     torch.manual_seed(0)
     print(f"machine: {machine()}, torchvision {torchvision.__version__}")
-    rows, post_rows = [], []
+    rows, around_rows = [], []
     tv_cache: dict[str, object] = {}
     for name in ARGS.models:
-        model = create_model(name, num_classes=NUM_CLASSES).eval()
+        # the same test settings as the torchvision models get (torchvision_model)
+        model = create_model(name, num_classes=NUM_CLASSES, score_thresh=0.05, nms_thresh=0.6).eval()
         ref_name = REFERENCES[name]
         if ref_name not in tv_cache:
             tv_cache[ref_name] = torchvision_model(ref_name).eval()
         tv = tv_cache[ref_name]
         tv_size = 320 if "320" in ref_name else 300
-        ours = [ours_inference(model, 1), ours_inference(model, 8), ours_train(model)]
-        theirs = [tv_inference(tv, tv_size, 1), tv_inference(tv, tv_size, 8), tv_train(tv, tv_size)]
-        rows.append([name, f"{model.preprocess.size[0]}", ours[0], ours[1], ours[2]])
-        rows.append([f"  vs {ref_name}", str(tv_size), theirs[0], theirs[1], theirs[2]])
-        rows.append(["  ratio (tv / ours)", "", theirs[0] / ours[0], theirs[1] / ours[1], ours[2] / theirs[2]])
-        post_ours, post_tv, anchors = postprocess_times(model, tv)
-        post_rows.append([name, anchors, post_ours, post_tv, post_tv / post_ours])
-    print_table("Speed (eager, CPU; ratio > 1 means ours is faster)",
+        infer = [inference_times(model, tv, tv_size, batch) for batch in (1, 8)]
+        train = training_rates(model, tv, tv_size)
+        rows.append([name, f"{model.preprocess.size[0]}", infer[0][0], infer[1][0], train[0]])
+        rows.append([f"  vs {ref_name}", str(tv_size), infer[0][1], infer[1][1], train[1]])
+        rows.append(["  ratio (tv / ours)", "", infer[0][1] / infer[0][0], infer[1][1] / infer[1][0],
+                     train[0] / train[1]])
+        pre_ours, pre_tv, post_ours, post_tv, anchors = around_network_times(model, tv, tv_size)
+        around_rows.append([name, anchors, pre_ours, pre_tv, post_ours, post_tv,
+                            (pre_tv + post_tv) / (pre_ours + post_ours)])
+    print_table("Speed (eager, CPU, random weights; ratio > 1 means ours is faster)",
                 ["model", "input", "infer ms/img b1", "infer ms/img b8", "train img/s b8"], rows)
-    print_table("Post-processing on the same scores (80 classes, score > 0.05, NMS 0.6, <= 100 per image)",
-                ["model", "anchors", "ours ms/img", "torchvision ms/img", "speed-up"], post_rows)
+    print_table("Outside the network, batch 8, same scores (80 classes, score > 0.05, NMS 0.6, <= 100 per image)",
+                ["model", "anchors", "ours pre ms/img", "tv pre ms/img", "ours post ms/img", "tv post ms/img",
+                 "speed-up"], around_rows)
 
 
 if __name__ == "__main__":

@@ -38,3 +38,19 @@ def machine() -> str:
 
     return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
             f"torch {torch.__version__}")
+
+
+def time_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], warmup: int = 2,
+              repeats: int = 5) -> tuple[float, float]:
+    """Median seconds of one call of each, the calls alternating (a, b, a, b, ...) so that load from other
+    processes on a shared machine falls on both alike."""
+    for _ in range(warmup):
+        fn_a()
+        fn_b()
+    samples_a, samples_b = [], []
+    for _ in range(repeats):
+        for fn, samples in ((fn_a, samples_a), (fn_b, samples_b)):
+            start = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - start)
+    return statistics.median(samples_a), statistics.median(samples_b)

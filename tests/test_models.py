@@ -8,6 +8,12 @@ from detzoo.models.registry import model_options
 
 MODELS = list_models()
 SMALL_CLASSES = 3
+# build options that keep a model fast here (the 640-px FPN models at 128 px: P3..P7 = 16 .. 1)
+FAST_OPTIONS = {"ssd_mobilenetv1_fpn": {"input_size": 128}, "ssd_resnet50_fpn": {"input_size": 128}}
+
+
+def _build(name: str):
+    return create_model(name, num_classes=SMALL_CLASSES, **FAST_OPTIONS.get(name, {}), **_fast_options(name))
 
 
 def _input(model, batch=2):
@@ -35,7 +41,7 @@ def _fast_options(name: str) -> dict:
 @pytest.fixture(scope="module", params=MODELS)
 def model(request):
     torch.manual_seed(0)
-    return create_model(request.param, num_classes=SMALL_CLASSES, **_fast_options(request.param))
+    return _build(request.param)
 
 
 def test_registry_lists_the_zoo():
@@ -73,7 +79,7 @@ def test_save_load_round_trip(model, tmp_path):
     model.eval()
     path = tmp_path / "weights.pt"
     torch.save(model.state_dict(), path)
-    clone = create_model(model.zoo_name, num_classes=SMALL_CLASSES, **_fast_options(model.zoo_name)).eval()
+    clone = _build(model.zoo_name).eval()
     clone.load_state_dict(torch.load(path, weights_only=True))
     images = _input(model, batch=1)
     with torch.no_grad():
@@ -88,21 +94,19 @@ def _raw(model, images):
 
 
 def test_a_few_steps_lower_the_loss(model):
-    """Gradients are clipped (train.grad_clip): a Faster R-CNN with random weights under frozen batch norm (no
-    ImageNet weights) starts with a gradient norm in the hundreds and diverges at lr 0.01 without it."""
+    """Adam, being insensitive to the gradient's scale, suits every entry: random-weight Faster R-CNNs under
+    frozen batch norm start with gradient norms in the hundreds, ssdlite's Xavier heads in the thousands."""
     torch.manual_seed(0)
     model.train()
     images = _input(model)
     targets = _targets(images)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.SGD(params, lr=0.01, momentum=0.9)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     first = None
-    for _ in range(6):
+    for _ in range(4):  # few steps: the 300-px VGG16 is slow on a 2-core CPU
         loss = sum(model.compute_loss(images, targets).values())
         first = first if first is not None else loss.item()
         optimizer.zero_grad()
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 10.0)
         optimizer.step()
     final = sum(model.compute_loss(images, targets).values()).item()
-    assert final < first
+    assert final < 0.9 * first

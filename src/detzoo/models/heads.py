@@ -55,3 +55,48 @@ class PerLevelHead(nn.Module):
         boxes = [flatten_level(layer(f), 4) for layer, f in zip(self.box_layers, features)]
         logits = [flatten_level(layer(f), self.num_logits) for layer, f in zip(self.class_layers, features)]
         return torch.cat(boxes, dim=1), torch.cat(logits, dim=1)
+
+
+class SharedTower(nn.Module):
+    """``depth`` x [3x3 conv shared by every level, a norm layer of each level's own, ReLU6]: the weights see
+    every level, while each level keeps its own feature statistics."""
+
+    def __init__(self, channels: int, num_levels: int, depth: int, norm_layer: Callable[[int], nn.Module]):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(channels, channels, 3, padding=1, bias=False) for _ in range(depth))
+        self.norms = nn.ModuleList(nn.ModuleList(norm_layer(channels) for _ in range(depth))
+                                   for _ in range(num_levels))
+        self.activation = nn.ReLU6(inplace=True)
+
+    def forward(self, x: torch.Tensor, level: int) -> torch.Tensor:
+        for conv, norm in zip(self.convs, self.norms[level]):
+            x = self.activation(norm(conv(x)))
+        return x
+
+
+class WeightSharedHead(nn.Module):
+    """The SSD-FPN (RetinaNet-style) head of recipes.md sections 3-4: a box tower and a class tower
+    (``SharedTower``), then a 3x3 box predictor and a 3x3 class predictor shared by all levels. Only
+    ``class_predictor`` depends on the class count."""
+
+    def __init__(self, channels: int, num_levels: int, num_anchors: int, num_logits: int, depth: int = 4,
+                 norm_layer: Callable[[int], nn.Module] = nn.BatchNorm2d, class_bias: float | None = None):
+        super().__init__()
+        self.num_logits = num_logits
+        self.box_tower = SharedTower(channels, num_levels, depth, norm_layer)
+        self.class_tower = SharedTower(channels, num_levels, depth, norm_layer)
+        self.box_predictor = nn.Conv2d(channels, num_anchors * 4, 3, padding=1)
+        self.class_predictor = nn.Conv2d(channels, num_anchors * num_logits, 3, padding=1)
+        for module in self.modules():
+            if isinstance(module, nn.Conv2d):
+                nn.init.normal_(module.weight, std=0.01)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+        if class_bias is not None:
+            nn.init.constant_(self.class_predictor.bias, class_bias)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        boxes = [flatten_level(self.box_predictor(self.box_tower(f, level)), 4) for level, f in enumerate(features)]
+        logits = [flatten_level(self.class_predictor(self.class_tower(f, level)), self.num_logits)
+                  for level, f in enumerate(features)]
+        return torch.cat(boxes, dim=1), torch.cat(logits, dim=1)

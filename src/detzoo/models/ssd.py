@@ -3,9 +3,14 @@ buffer for the input size, and separate loss and post-processing callables.
 
 ``forward(images)`` is the raw network, ``(box_regression [N,A,4], class_logits [N,A,C])``; that is what
 ONNX export and quantisation see. C is K for sigmoid (focal) scoring and K+1 (0 = background) for softmax.
+
+``convert_pretrained(state)`` turns a whole-model state dict of another codebase into this model's keys when
+the zoo entry has a key map for it (e.g. pytorch-ssd's ``mb2-ssd-lite``); transfer loading applies it.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -19,7 +24,8 @@ from .postprocess import Postprocess
 
 class SSD(Detector):
     def __init__(self, backbone: nn.Module, neck: nn.Module, head: nn.Module, anchor_spec: AnchorSpec,
-                 preprocess: Preprocess, num_classes: int, loss: SSDLoss, postprocess: Postprocess):
+                 preprocess: Preprocess, num_classes: int, loss: SSDLoss, postprocess: Postprocess,
+                 key_map: Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None):
         super().__init__()
         self.backbone = backbone
         self.neck = neck
@@ -29,6 +35,7 @@ class SSD(Detector):
         self.loss = loss
         self.postprocess = postprocess
         self.anchor_spec = anchor_spec
+        self.key_map = key_map
         height, width = preprocess.size
         self.register_buffer("anchors", anchor_spec.make(self._feature_sizes(height, width), (height, width)),
                              persistent=False)
@@ -42,6 +49,10 @@ class SSD(Detector):
         finally:
             self.train(was_training)
         return [tuple(f.shape[-2:]) for f in features]
+
+    def convert_pretrained(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """A foreign whole-model state dict -> this model's keys (unchanged when there is no key map)."""
+        return self.key_map(state) if self.key_map is not None else state
 
     @property
     def score_kind(self) -> str:

@@ -108,10 +108,12 @@ def _key_report(source: str, missing: list[str], unexpected: list[str], wrong_sh
 
 
 def load_transfer_weights(model: nn.Module, source: str) -> list[str]:
-    """Start from another model's weights (a detzoo checkpoint or state dict). Parameters whose shape
-    depends on the class count are dropped when it differs; returns their names. Any other mismatch is
-    an error."""
+    """Start from another model's weights (a detzoo checkpoint, a state dict, or a layout the model's
+    ``convert_pretrained`` knows). Parameters whose shape depends on the class count are dropped when it
+    differs; returns their names. Any other mismatch is an error."""
     state = read_state_dict(source)
+    if hasattr(model, "convert_pretrained"):
+        state = model.convert_pretrained(state)
     own = model.state_dict()
     dropped = sorted(k for k in state if k in own and state[k].shape != own[k].shape)
     foreign = [k for k in dropped if state[k].shape[1:] != own[k].shape[1:]]

@@ -3,12 +3,15 @@ the first 160-channel block (576 channels, stride 16) and the final 1280-channel
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import nn
 from torchvision.models import mobilenet_v2
+
+from ..key_maps import pytorch_ssd_mobilenet_v2
 
 # recipes.md section 2: BN eps 1e-3, momentum 0.03 (torch convention)
 SSD_BATCH_NORM = partial(nn.BatchNorm2d, eps=1e-3, momentum=0.03)
@@ -35,5 +38,8 @@ class MobileNetV2Features(nn.Module):
 
     @staticmethod
     def convert_pretrained(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """torchvision ``mobilenet_v2`` state dict -> this module's keys (the classifier is dropped)."""
-        return {k: v for k, v in state.items() if k.startswith("features.")}
+        """A torchvision ``mobilenet_v2`` state dict or pytorch-ssd's base-net file (``mb2-imagenet-71_8.pth``,
+        keys ``0.0.weight``, ``k.conv.N.*``, ``18.0.*``) -> this module's keys; the classifier is dropped."""
+        flat_blocks = any(re.fullmatch(r"features\.\d+\.conv\.6\.weight", k) for k in state)
+        state = pytorch_ssd_mobilenet_v2(state, "features." if flat_blocks else "")  # a whole pytorch-ssd model
+        return {k: v for k, v in state.items() if not k.startswith("classifier.")}
