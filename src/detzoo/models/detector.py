@@ -18,13 +18,16 @@ from torch import nn
 
 from ..data.transforms import Preprocess
 
+IMAGES = "images"  # the graph inputs
+IMAGE_SIZE = "image_size"
 CANDIDATES = "candidates"  # outputs boxes [N,A,4] + scores [N,A,K]; the runtime runs Postprocess.select
 DETECTIONS = "detections"  # outputs batch_index [M], boxes [M,4], scores [M], labels [M]: final detections
 
 
 @dataclass
 class ExportGraph:
-    """What the exporter traces: ``module(images)`` on normalised float images [N,3,H,W]."""
+    """What the exporter traces: ``module(images)`` on normalised float images [N,3,H,W] (dynamic batch), or
+    ``module(images, image_size)`` on one padded image [1,3,H,W] and its (height, width) before padding."""
 
     module: nn.Module
     outputs: str  # CANDIDATES or DETECTIONS
@@ -32,19 +35,26 @@ class ExportGraph:
     metadata: dict = field(default_factory=dict)  # what the runtime needs besides the outputs (JSON values)
 
     @property
+    def input_names(self) -> list[str]:
+        return [IMAGES] if self.dynamic_batch else [IMAGES, IMAGE_SIZE]
+
+    @property
     def output_names(self) -> list[str]:
         return ["boxes", "scores"] if self.outputs == CANDIDATES else ["batch_index", "boxes", "scores", "labels"]
 
 
 class WholeDetector(nn.Module):
-    """``detect`` on one image as a graph: images [1,3,H,W] -> batch_index, boxes, scores, labels."""
+    """``detect`` on one image as a graph: images [1,3,H,W], image_size [2] (height, width before padding)
+    -> batch_index, boxes, scores, labels."""
 
     def __init__(self, detector: Detector):
         super().__init__()
         self.detector = detector
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        (output,) = self.detector.detect(images, [tuple(images.shape[-2:])])
+    def forward(self, images: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # when traced the size stays a graph value (torchvision's box ops take 0-dim tensors while tracing)
+        size = (image_size[0], image_size[1]) if torch.jit.is_tracing() else tuple(image_size.tolist())
+        (output,) = self.detector.detect(images, [size])
         labels = output["labels"]
         return torch.zeros_like(labels), output["boxes"], output["scores"], labels
 

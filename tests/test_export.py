@@ -1,0 +1,201 @@
+"""ONNX export of every registered model (and of a torchvision two-stage stand-in), checked with ONNX Runtime
+and OpenCV on real images; the ONNX Runtime backend gives the same detections as the PyTorch one."""
+
+import functools
+
+import cv2
+import numpy as np
+import onnx
+import pytest
+import torch
+from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
+from torchvision.models.detection.image_list import ImageList
+
+from detzoo.data.transforms import Preprocess, normalize
+from detzoo.export.api import check_loader
+from detzoo.export.check import CheckResult, check_export, match_detections
+from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata
+from detzoo.export.runtime import OnnxBackend
+from detzoo.models import Detector, create_model, list_models
+from detzoo.models.detector import CANDIDATES, DETECTIONS
+from detzoo.predict import Predictor, TorchBackend, list_images, unlabelled_data
+
+CLASSES = ["a", "b", "c"]
+TOLERANCE = 1e-3
+
+
+class TorchvisionTwoStage(Detector):
+    """Stand-in for the zoo's Faster R-CNN models until they are on this branch: torchvision's FasterRCNN
+    parts (small MobileNetV3-FPN backbone, random weights) behind the Detector contract, keep-aspect input.
+    It has no export hook of its own, so it exercises the default whole-model path."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        parts = fasterrcnn_mobilenet_v3_large_fpn(weights=None, weights_backbone=None, num_classes=len(CLASSES) + 1,
+                                                  rpn_pre_nms_top_n_test=300, rpn_post_nms_top_n_test=150)
+        self.backbone, self.rpn, self.roi_heads = parts.backbone, parts.rpn, parts.roi_heads
+        self.preprocess = Preprocess((160, 256), "keep_aspect", size_divisible=32)
+        self.num_classes = len(CLASSES)
+        self.zoo_name = "torchvision_two_stage"
+
+    def compute_loss(self, images, targets):
+        image_list = ImageList(images, [tuple(images.shape[-2:])] * images.shape[0])
+        targets = [{"boxes": t["boxes"], "labels": t["labels"] + 1} for t in targets]
+        features = self.backbone(images)
+        proposals, rpn_losses = self.rpn(image_list, features, targets)
+        return {**rpn_losses, **self.roi_heads(features, proposals, image_list.image_sizes, targets)[1]}
+
+    def detect(self, images, image_sizes=None):
+        image_list = ImageList(images, image_sizes or [tuple(images.shape[-2:])] * images.shape[0])
+        features = self.backbone(images)
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
+        return [{**d, "labels": d["labels"] - 1} for d in detections]  # torchvision: 0 = background
+
+
+def _realistic(model: Detector, paths) -> Detector:
+    """Batch-norm statistics from real images, so that a freshly initialised model's outputs depend on its
+    input; with the initial statistics every anchor of a level scores the same and two NMS runs may keep
+    different boxes of such a tie."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batches seen
+    model.train()
+    with torch.no_grad():
+        for batch in check_loader(unlabelled_data(list(paths), CLASSES), model.preprocess, batch_size=4):
+            empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                      "iscrowd": torch.zeros(0, dtype=torch.bool)} for _ in range(len(batch))]
+            model.compute_loss(normalize(batch.images, model.preprocess), empty)
+    return model.eval()
+
+
+@functools.cache
+def _create(name: str) -> Detector:
+    if name == "torchvision_two_stage":
+        return TorchvisionTwoStage().eval()
+    torch.manual_seed(0)
+    return create_model(name, num_classes=len(CLASSES)).eval()
+
+
+@functools.cache
+def _build(name: str, paths: tuple) -> Detector:
+    return _realistic(_create(name), paths)
+
+
+ALL = [*list_models(), "torchvision_two_stage"]
+SSD_MODELS = [name for name in list_models() if _create(name).export_graph().outputs == CANDIDATES]
+
+
+@pytest.fixture(scope="module")
+def images(coco128):
+    """Four real images: a batch of 1 and a batch of 3."""
+    return tuple(list_images(coco128 / "val2017")[:4])
+
+
+@pytest.fixture(scope="module", params=ALL)
+def exported(request, tmp_path_factory, images):
+    model = _build(request.param, images)
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    graph, _ = export_onnx(model, CLASSES, path)
+    return model, graph, path
+
+
+def _batches(paths, preprocess):
+    """A batch of one image and a batch of three."""
+    loaders = [check_loader(unlabelled_data(paths[:1], CLASSES), preprocess, batch_size=1),
+               check_loader(unlabelled_data(paths[1:4], CLASSES), preprocess, batch_size=3)]
+    return [batch for loader in loaders for batch in loader]
+
+
+def test_export_matches_pytorch_on_real_images(exported, images):
+    """Batch 1 and batch 3 (dynamic batch), or one image of each size (two-stage graphs)."""
+    model, graph, path = exported
+    backend = OnnxBackend(path, device="cpu")
+    batches = _batches(images, model.preprocess)
+    assert [len(b) for b in batches] == [1, 3]
+    result = check_export(graph, backend, batches, TOLERANCE)
+    assert result.images == 4
+    assert result.passed(TOLERANCE, max(model.preprocess.size)), result.summary()
+    if graph.outputs == DETECTIONS:
+        assert result.detections > 0 and result.unmatched == 0, result.summary()
+    # the ORT backend (shared selection / per-image runs + clipping) gives the PyTorch backend's detections
+    ours = CheckResult()
+    torch_backend = TorchBackend(model)
+    for batch in batches:
+        for a, b in zip(torch_backend(batch) if graph.dynamic_batch else _one_by_one(torch_backend, batch),
+                        backend(batch)):
+            match_detections(a, b, TOLERANCE * max(model.preprocess.size), TOLERANCE, ours)
+    assert ours.detections > 0 and ours.unmatched == 0, ours.summary()
+
+
+def _one_by_one(torch_backend, batch):
+    """The PyTorch backend on each image alone (padded like a batch of one), as the per-image graph runs."""
+    from detzoo.data.loader import Collate
+
+    out = []
+    for i, (h, w) in enumerate(batch.image_sizes):
+        single = Collate(torch_backend.preprocess.size_divisible)([(batch.images[i, :, :h, :w], batch.targets[i])])
+        out.extend(torch_backend(single))
+    return out
+
+
+def test_metadata_makes_the_file_self_describing(exported):
+    model, graph, path = exported
+    meta = read_metadata(path)
+    assert meta.class_names == CLASSES and meta.preprocess == model.preprocess
+    assert meta.model == model.zoo_name and meta.outputs == graph.outputs
+    assert meta.dynamic_batch == graph.dynamic_batch
+    if graph.outputs == CANDIDATES:
+        assert meta.extra["postprocess"] == model.postprocess.settings()
+    props = {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert {"detzoo.class_names", "detzoo.preprocess", "detzoo.model"} <= props
+    predictor = Predictor.from_file(path, device="cpu")
+    assert predictor.class_names == CLASSES and predictor.preprocess == model.preprocess
+
+
+@pytest.mark.parametrize("name", SSD_MODELS)
+def test_in_graph_nms_gives_the_pytorch_detections(name, images, tmp_path):
+    model = _build(name, images)
+    graph, meta = export_onnx(model, CLASSES, tmp_path / "nms.onnx", in_graph_nms=True)
+    assert graph.outputs == meta.outputs == DETECTIONS
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "nms.onnx")).graph.node}
+    assert "NonMaxSuppression" in ops
+    backend = OnnxBackend(tmp_path / "nms.onnx", device="cpu")
+    result = CheckResult()
+    for batch in _batches(images, model.preprocess):
+        for a, b in zip(TorchBackend(model)(batch), backend(batch)):
+            match_detections(a, b, TOLERANCE * max(model.preprocess.size), TOLERANCE, result)
+    assert result.detections > 0 and result.unmatched == 0, result.summary()
+
+
+@pytest.mark.parametrize("name", SSD_MODELS)
+def test_raw_export_runs_in_opencv_dnn(name, tmp_path, images):
+    """A second client: OpenCV's DNN module loads the raw SSD graph and agrees with ONNX Runtime."""
+    model = _build(name, images)
+    export_onnx(model, CLASSES, tmp_path / "raw.onnx")
+    backend = OnnxBackend(tmp_path / "raw.onnx", device="cpu")
+    (inputs,) = backend.graph_inputs(_batches(images, model.preprocess)[1])
+    net = cv2.dnn.readNetFromONNX(str(tmp_path / "raw.onnx"))
+    net.setInput(inputs["images"])
+    opencv = net.forward(net.getUnconnectedOutLayersNames())
+    runtime = backend.run(inputs)
+    assert [o.shape for o in opencv] == [r.shape for r in runtime] == [(3, model.anchors.shape[0], 4),
+                                                                      (3, model.anchors.shape[0], len(CLASSES))]
+    side = max(model.preprocess.size)
+    assert np.abs(opencv[0] - runtime[0]).max() <= TOLERANCE * side
+    assert np.abs(opencv[1] - runtime[1]).max() <= TOLERANCE
+
+
+def test_files_that_are_not_detzoo_exports_get_a_clear_error(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.zeros(1, 3, 8, 8),), str(plain), dynamo=False)
+    with pytest.raises(ExportError, match=r"plain\.onnx: not a detzoo ONNX model"):
+        Predictor.from_file(plain, device="cpu")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf")
+    with pytest.raises(ExportError, match="garbage.onnx"):
+        Predictor.from_file(garbage, device="cpu")
+    with pytest.raises(ExportError, match="2 class names for a model with 3 classes"):
+        export_onnx(_create(list_models()[0]), CLASSES[:2], tmp_path / "x.onnx")
