@@ -15,6 +15,7 @@ from detzoo.data.transforms import Preprocess, normalize
 from detzoo.export.api import check_loader
 from detzoo.export.check import CheckResult, check_export, match_detections
 from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata
+from detzoo.export.quantize import float_nodes, name_nodes, quantize_model
 from detzoo.export.runtime import OnnxBackend
 from detzoo.models import Detector, create_model, list_models
 from detzoo.models.detector import CANDIDATES, DETECTIONS
@@ -190,7 +191,10 @@ def test_raw_export_runs_in_opencv_dnn(name, tmp_path, images):
 
 def test_files_that_are_not_detzoo_exports_get_a_clear_error(tmp_path):
     plain = tmp_path / "plain.onnx"
-    torch.onnx.export(torch.nn.Conv2d(3, 4, 1), (torch.zeros(1, 3, 8, 8),), str(plain), dynamo=False)
+    value = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["images"], ["out"])], "plain", [value],
+                                   [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), str(plain))
     with pytest.raises(ExportError, match=r"plain\.onnx: not a detzoo ONNX model"):
         Predictor.from_file(plain, device="cpu")
     garbage = tmp_path / "garbage.onnx"
@@ -199,3 +203,34 @@ def test_files_that_are_not_detzoo_exports_get_a_clear_error(tmp_path):
         Predictor.from_file(garbage, device="cpu")
     with pytest.raises(ExportError, match="2 class names for a model with 3 classes"):
         export_onnx(_create(list_models()[0]), CLASSES[:2], tmp_path / "x.onnx")
+
+
+def test_box_arithmetic_stays_float_when_quantized(exported):
+    """Decoding (Exp), top-k and NMS - and what computes the boxes RoIAlign takes - are excluded from INT8;
+    every convolution is quantized."""
+    _, graph, path = exported
+    model = onnx.load(str(path))
+    name_nodes(model)
+    keep_float = set(float_nodes(model.graph))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    special = [n for n in model.graph.node if n.op_type in ("Exp", "NonMaxSuppression", "TopK")]
+    special += [producer[n.input[1]] for n in model.graph.node if n.op_type == "RoiAlign"]
+    assert special and all(n.name in keep_float for n in special)
+    assert all(n.name not in keep_float for n in model.graph.node if n.op_type == "Conv")
+
+
+def test_two_stage_export_quantizes(images, tmp_path):
+    """The whole-model graph (data-dependent shapes: ORT's symbolic shape inference gives up on it) goes
+    through quantization and runs. Accuracy is not judged here: this stand-in has random weights, its
+    detections are near-ties; tests/test_deploy_cli.py measures the INT8 mAP cost on a trained model."""
+    model = _build("torchvision_two_stage", images)
+    fp32 = tmp_path / "two_stage.onnx"
+    export_onnx(model, CLASSES, fp32)
+    int8 = quantize_model(fp32, tmp_path / "two_stage.int8.onnx", unlabelled_data(list(images), CLASSES), 2)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(int8)).graph.node}
+    fp32_backend, int8_backend = OnnxBackend(fp32, device="cpu"), OnnxBackend(int8, device="cpu")
+    batch = _batches(images, model.preprocess)[1]
+    for (height, width), a, b in zip(batch.image_sizes, fp32_backend(batch), int8_backend(batch)):
+        assert len(b["scores"]) == len(a["scores"]) > 10 and b["labels"].max() < len(CLASSES)
+        assert (b["boxes"] >= 0).all() and (b["boxes"][:, 2] <= width).all() and (b["boxes"][:, 3] <= height).all()
+        assert abs(b["scores"][:10].mean() - a["scores"][:10].mean()) < 0.05

@@ -106,8 +106,9 @@ def cmd_quantize(args) -> int:
     metadata = read_metadata(args.model)
     calibration = read_dataset(_dataset_spec(args), _classes(args), args.skip_bad)
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".int8.onnx")
-    quantize_model(args.model, out, calibration, args.calibration_images, args.batch_size)
-    print(f"INT8 model -> {out} (calibrated on {len(calibration)} image(s) of {calibration.source})")
+    quantize_model(args.model, out, calibration, args.calibration_images)
+    count = min(args.calibration_images, len(calibration))
+    print(f"INT8 model -> {out} (calibrated on {count} image(s) of {calibration.source})")
     if args.eval_data:
         spec = DatasetSpec(path=args.eval_data, split=args.eval_split)
     else:
@@ -197,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--eval-data", help="dataset to compare FP32 and INT8 on (default: --data)")
     p.add_argument("--eval-split", help="split of --eval-data")
     p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
-    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
     p.add_argument("--skip-bad", action="store_true")
     p.add_argument("--out", help="INT8 file (default: MODEL.int8.onnx)")
     p.set_defaults(func=cmd_quantize)

@@ -137,10 +137,13 @@ def export_onnx(model: Detector, class_names: list[str], path: str | Path, in_gr
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         with warnings.catch_warnings(), torch.no_grad():
-            # expected for detection graphs: data-dependent values become constants only where they are fixed
+            # expected while tracing detection code (torchvision's included): shape values turned into constants
+            # only where they are fixed, sizes copied into tensors, indices that are never negative
             warnings.simplefilter("ignore", torch.jit.TracerWarning)
+            for message in ("You are using the legacy TorchScript-based ONNX export", "To copy construct from a tensor",
+                            "`torch.jit.script` is deprecated", "Exporting aten::index operator"):
+                warnings.filterwarnings("ignore", message=f".*{message}")
             warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            warnings.filterwarnings("ignore", message=".*legacy TorchScript-based ONNX export.*")
             torch.onnx.export(graph.module, inputs, str(tmp), dynamo=False, opset_version=opset,
                               input_names=graph.input_names, output_names=graph.output_names,
                               dynamic_axes=dynamic_axes(graph))

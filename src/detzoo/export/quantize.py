@@ -9,6 +9,7 @@ more accuracy than those few operations cost time.
 
 from __future__ import annotations
 
+import dataclasses
 import tempfile
 import time
 from collections import defaultdict
@@ -25,16 +26,17 @@ BOX_INPUTS = {"NonMaxSuppression": (0, 1), "RoiAlign": (1, 2), "TopK": (0, 1)}  
 
 
 class CalibrationImages:
-    """ONNX Runtime's CalibrationDataReader protocol: the graph inputs of ``data``'s images, in batches."""
+    """ONNX Runtime's CalibrationDataReader protocol: the graph inputs of ``data``'s images, one at a time
+    (ORT's calibration session holds every intermediate tensor of a run: a 640-px ResNet50-FPN SSD needs about
+    4 GB at batch 1 and over 18 GB at batch 8)."""
 
-    def __init__(self, backend: OnnxBackend, data: DetectionData, batch_size: int = 8):
+    def __init__(self, backend: OnnxBackend, data: DetectionData):
         self.backend = backend
         self.data = data
-        self.batch_size = batch_size if backend.metadata.dynamic_batch else 1
         self.rewind()
 
     def rewind(self) -> None:
-        loader = check_loader(self.data, self.backend.preprocess, self.batch_size)
+        loader = check_loader(self.data, self.backend.preprocess, batch_size=1)
         self._inputs = (inputs for batch in loader for inputs in self.backend.graph_inputs(batch))
 
     def get_next(self) -> dict | None:
@@ -74,8 +76,8 @@ def name_nodes(model) -> None:
             node.name = f"detzoo_{node.op_type}_{counts[node.op_type]}"
 
 
-def quantize_model(fp32_path: str | Path, out: str | Path, calibration: DetectionData, num_images: int = 100,
-                   batch_size: int = 8) -> Path:
+def quantize_model(fp32_path: str | Path, out: str | Path, calibration: DetectionData, num_images: int = 100
+                   ) -> Path:
     """Static INT8 quantization of a detzoo ONNX file, calibrated on the first ``num_images`` of
     ``calibration``; the detzoo metadata is carried over (precision int8)."""
     import onnx
@@ -86,18 +88,21 @@ def quantize_model(fp32_path: str | Path, out: str | Path, calibration: Detectio
     metadata = read_metadata(fp32_path)
     if metadata.precision != "fp32":
         raise ExportError(f"{fp32_path}: already quantized ({metadata.precision}); quantize the FP32 export")
-    calibration.records = calibration.records[:num_images]
+    calibration = dataclasses.replace(calibration, records=calibration.records[:num_images])
     if not calibration.records:
         raise ExportError(f"no calibration images in {calibration.source}")
     backend = OnnxBackend(fp32_path, device="cpu")
     with tempfile.TemporaryDirectory(prefix="detzoo-quant-") as tmp:
         prepared = Path(tmp) / "prepared.onnx"
-        quant_pre_process(str(fp32_path), str(prepared))
+        # ONNX shape inference + ORT's optimiser; ORT's symbolic shape inference (meant for transformers) gives
+        # the same INT8 SSD graph, cannot follow two-stage graphs (data-dependent proposal counts), takes 20 s
+        # to find that out and then dumps a debug copy of the model into the working directory
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
         model = onnx.load(str(prepared))
         name_nodes(model)
         onnx.save(model, str(prepared))
         out.parent.mkdir(parents=True, exist_ok=True)
-        quantize_static(str(prepared), str(out), CalibrationImages(backend, calibration, batch_size),
+        quantize_static(str(prepared), str(out), CalibrationImages(backend, calibration),
                         quant_format=QuantFormat.QDQ, per_channel=True, activation_type=QuantType.QUInt8,
                         weight_type=QuantType.QInt8, nodes_to_exclude=float_nodes(model.graph))
     metadata.precision = "int8"
@@ -107,7 +112,8 @@ def quantize_model(fp32_path: str | Path, out: str | Path, calibration: Detectio
 
 
 class TimedBackend:
-    """Wraps a backend and adds up the seconds its calls take (data loading excluded)."""
+    """Wraps a backend and adds up the seconds its calls take (data loading excluded); the first batch is run
+    once more beforehand, untimed, to warm the runtime up."""
 
     def __init__(self, backend):
         self.backend = backend
@@ -116,6 +122,8 @@ class TimedBackend:
         self.images = 0
 
     def __call__(self, batch):
+        if self.images == 0:
+            self.backend(batch)
         start = time.perf_counter()
         outputs = self.backend(batch)
         self.seconds += time.perf_counter() - start
@@ -136,18 +144,15 @@ class PrecisionResult:
     ms_per_image: float
 
 
-def evaluate_onnx(path: str | Path, data: DetectionData, metric: str = "coco", batch_size: int = 8,
-                  warmup: int = 1) -> PrecisionResult:
-    """Accuracy and speed (ms/image of the backend call, after ``warmup`` batches) of an ONNX file."""
+def evaluate_onnx(path: str | Path, data: DetectionData, metric: str = "coco", batch_size: int = 8
+                  ) -> PrecisionResult:
+    """Accuracy and speed (ms/image of the backend calls) of an ONNX file."""
     from ..evaluation import build_evaluator
     from ..predict import run_inference
 
     backend = OnnxBackend(path, device="cpu")
-    loader = list(check_loader(data, backend.preprocess, batch_size))
-    for batch in loader[:warmup]:
-        backend(batch)
     timed = TimedBackend(backend)
-    detections = list(run_inference(timed, loader, backend.class_names))
+    detections = list(run_inference(timed, check_loader(data, backend.preprocess, batch_size), backend.class_names))
     evaluator = build_evaluator(metric, data)
     evaluator.process(detections)
     result = evaluator.evaluate()

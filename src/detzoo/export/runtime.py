@@ -52,6 +52,7 @@ class OnnxBackend:
 
     def __init__(self, path: str | Path, device: str = "auto", threads: int | None = None):
         import onnxruntime as ort
+        from onnxruntime.capi import onnxruntime_pybind11_state as state
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -59,8 +60,8 @@ class OnnxBackend:
         try:
             self.session = ort.InferenceSession(str(self.path), session_options(threads),
                                                 providers=providers_for(device))
-        except (ort.capi.onnxruntime_pybind11_state.Fail,
-                ort.capi.onnxruntime_pybind11_state.InvalidProtobuf) as exc:
+        except (state.Fail, state.InvalidProtobuf, state.InvalidGraph, state.InvalidArgument, state.NotImplemented,
+                state.RuntimeException) as exc:
             raise ExportError(f"{self.path}: ONNX Runtime cannot load it ({exc})") from None
         self.metadata = OnnxMetadata.from_props(self.session.get_modelmeta().custom_metadata_map, self.path)
         self.preprocess = self.metadata.preprocess
