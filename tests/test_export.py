@@ -6,15 +6,18 @@ import functools
 import cv2
 import numpy as np
 import onnx
+import onnxruntime
 import pytest
 import torch
 from torchvision.models.detection import fasterrcnn_mobilenet_v3_large_fpn
 from torchvision.models.detection.image_list import ImageList
+from torchvision.ops import DeformConv2d
 
+from detzoo.data.loader import Collate
 from detzoo.data.transforms import Preprocess, normalize
 from detzoo.export.api import check_loader
 from detzoo.export.check import CheckResult, check_export, match_detections
-from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata
+from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata, trace_to_onnx
 from detzoo.export.quantize import float_nodes, name_nodes, quantize_model
 from detzoo.export.runtime import OnnxBackend
 from detzoo.models import Detector, create_model, list_models
@@ -121,7 +124,7 @@ def test_export_matches_pytorch_on_real_images(exported, images):
     assert result.passed(TOLERANCE, max(model.preprocess.size)), result.summary()
     if graph.outputs == DETECTIONS:
         assert result.detections > 0 and result.unmatched == 0, result.summary()
-    # the ORT backend (shared selection / per-image runs + clipping) gives the PyTorch backend's detections
+    # the ORT backend (the shared selection, or per-image runs given their size) gives PyTorch's detections
     ours = CheckResult()
     torch_backend = TorchBackend(model)
     for batch in batches:
@@ -133,8 +136,6 @@ def test_export_matches_pytorch_on_real_images(exported, images):
 
 def _one_by_one(torch_backend, batch):
     """The PyTorch backend on each image alone (padded like a batch of one), as the per-image graph runs."""
-    from detzoo.data.loader import Collate
-
     out = []
     for i, (h, w) in enumerate(batch.image_sizes):
         single = Collate(torch_backend.preprocess.size_divisible)([(batch.images[i, :, :h, :w], batch.targets[i])])
@@ -234,3 +235,27 @@ def test_two_stage_export_quantizes(images, tmp_path):
         assert len(b["scores"]) == len(a["scores"]) > 10 and b["labels"].max() < len(CLASSES)
         assert (b["boxes"] >= 0).all() and (b["boxes"][:, 2] <= width).all() and (b["boxes"][:, 3] <= height).all()
         assert abs(b["scores"][:10].mean() - a["scores"][:10].mean()) < 0.05
+
+
+def test_deformable_convolution_exports_as_onnx_deformconv(tmp_path):
+    """DCNv2 (torchvision's deform_conv2d with a modulation mask) -> ONNX DeformConv, equal in ONNX Runtime."""
+    class ModulatedDeformConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.offsets = torch.nn.Conv2d(4, 27, 3, stride=2, padding=1)
+            self.conv = DeformConv2d(4, 6, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            offset_x, offset_y, mask = self.offsets(x).chunk(3, dim=1)
+            return self.conv(x, torch.cat([offset_x, offset_y], dim=1), mask.sigmoid())
+
+    torch.manual_seed(0)
+    module = ModulatedDeformConv().eval()
+    trace_to_onnx(module, (torch.randn(1, 4, 16, 16),), tmp_path / "dcn.onnx", ["x"], ["y"],
+                  {"x": {0: "n", 2: "h", 3: "w"}})
+    assert "DeformConv" in {n.op_type for n in onnx.load(str(tmp_path / "dcn.onnx")).graph.node}
+    session = onnxruntime.InferenceSession(str(tmp_path / "dcn.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 4, 20, 12)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, atol=1e-4)

@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-count", type=int, default=8, help="how many images the check runs")
     p.add_argument("--tolerance", type=float, default=1e-3,
                    help="largest difference allowed (scores; boxes as a fraction of the input side)")
-    p.add_argument("--opset", type=int, default=17)
+    p.add_argument("--opset", type=int, help="ONNX opset (default 19, the first with DeformConv)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("quantize", help="INT8 ONNX model (static, QDQ), then FP32 vs INT8 accuracy and speed")

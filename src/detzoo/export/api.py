@@ -53,7 +53,7 @@ def check_loader(data: DetectionData, preprocess: Preprocess, batch_size: int = 
 
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, in_graph_nms: bool = False,
                       check_images: str | Path | None = None, check_count: int = 8, tolerance: float = 1e-3,
-                      opset: int = OPSET) -> tuple[Path, CheckResult]:
+                      opset: int | None = None) -> tuple[Path, CheckResult]:
     """Export a checkpoint and check the file; raises ExportError (and removes the file) above ``tolerance``
     (score units, and box coordinates divided by the input side)."""
     from ..models.weights import load_model
@@ -61,7 +61,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, in_
     loaded = load_model(checkpoint)
     out = Path(out) if out else default_output(checkpoint)
     data = images_to_check(check_images, loaded.config, loaded.class_names, check_count)
-    graph, _ = export_onnx(loaded.model, loaded.class_names, out, in_graph_nms, opset)
+    graph, _ = export_onnx(loaded.model, loaded.class_names, out, in_graph_nms, opset or OPSET)
     try:
         backend = OnnxBackend(out, device="cpu")
         result = check_export(graph, backend, check_loader(data, backend.preprocess), tolerance)

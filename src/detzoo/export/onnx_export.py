@@ -25,7 +25,7 @@ from .. import __version__
 from ..data.transforms import Preprocess
 from ..models.detector import CANDIDATES, DETECTIONS, IMAGES, Detector, ExportGraph
 
-OPSET = 17
+OPSET = 19  # the first with DeformConv (DCNv2 models); ONNX Runtime and OpenCV 5 load it
 PREFIX = "detzoo."
 FORMAT_VERSION = 1
 
@@ -103,6 +103,25 @@ def write_metadata(path: str | Path, metadata: OnnxMetadata) -> None:
     os.replace(tmp, path)
 
 
+def deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                           dilation_w, groups, offset_groups, use_mask):
+    """torchvision's ``deform_conv2d`` as ONNX ``DeformConv`` (opset 19): same offset layout, same modulation
+    mask. Hand-written because torchvision registers ONNX symbolics for nms and roi_align only."""
+    from torch.onnx import symbolic_helper
+
+    ints = [symbolic_helper._get_const(v, "i", name) for v, name in (
+        (stride_h, "stride_h"), (stride_w, "stride_w"), (pad_h, "pad_h"), (pad_w, "pad_w"),
+        (dilation_h, "dilation_h"), (dilation_w, "dilation_w"), (groups, "groups"), (offset_groups, "offset_groups"))]
+    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, offset_groups = ints
+    inputs = [input, weight, offset, bias] + ([mask] if symbolic_helper._get_const(use_mask, "b", "use_mask") else [])
+    return g.op("DeformConv", *inputs, strides_i=[stride_h, stride_w], pads_i=[pad_h, pad_w, pad_h, pad_w],
+                dilations_i=[dilation_h, dilation_w], group_i=groups, offset_group_i=offset_groups)
+
+
+def register_symbolics() -> None:
+    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", deform_conv2d_symbolic, 19)
+
+
 def example_input(preprocess: Preprocess, batch: int) -> torch.Tensor:
     """A normalised-looking input of the model's size (random, fixed seed: tracing follows real branches)."""
     if preprocess.resize == "stretch":
@@ -121,6 +140,22 @@ def dynamic_axes(graph: ExportGraph) -> dict[str, dict[int, str]]:
     return axes
 
 
+def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path,
+                  input_names: list[str], output_names: list[str], dynamic_axes: dict, opset: int = OPSET) -> None:
+    """torch.onnx's TorchScript exporter with detzoo's symbolics, without the warnings it always gives."""
+    register_symbolics()
+    with warnings.catch_warnings(), torch.no_grad():
+        # expected while tracing detection code (torchvision's included): shape values turned into constants
+        # only where they are fixed, sizes copied into tensors, indices that are never negative
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        for message in ("You are using the legacy TorchScript-based ONNX export", "To copy construct from a tensor",
+                        "`torch.jit.script` is deprecated", "Exporting aten::index operator"):
+            warnings.filterwarnings("ignore", message=f".*{message}")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+
+
 def export_onnx(model: Detector, class_names: list[str], path: str | Path, in_graph_nms: bool = False,
                 opset: int = OPSET) -> tuple[ExportGraph, OnnxMetadata]:
     """Trace ``model.export_graph(in_graph_nms)`` to ``path`` with the detzoo metadata; returns the traced
@@ -136,17 +171,7 @@ def export_onnx(model: Detector, class_names: list[str], path: str | Path, in_gr
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
-        with warnings.catch_warnings(), torch.no_grad():
-            # expected while tracing detection code (torchvision's included): shape values turned into constants
-            # only where they are fixed, sizes copied into tensors, indices that are never negative
-            warnings.simplefilter("ignore", torch.jit.TracerWarning)
-            for message in ("You are using the legacy TorchScript-based ONNX export", "To copy construct from a tensor",
-                            "`torch.jit.script` is deprecated", "Exporting aten::index operator"):
-                warnings.filterwarnings("ignore", message=f".*{message}")
-            warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-            torch.onnx.export(graph.module, inputs, str(tmp), dynamo=False, opset_version=opset,
-                              input_names=graph.input_names, output_names=graph.output_names,
-                              dynamic_axes=dynamic_axes(graph))
+        trace_to_onnx(graph.module, inputs, tmp, graph.input_names, graph.output_names, dynamic_axes(graph), opset)
         metadata = OnnxMetadata(getattr(model, "zoo_name", type(model).__name__), list(class_names),
                                 model.preprocess, graph.outputs, graph.dynamic_batch, dict(graph.metadata))
         write_metadata(tmp, metadata)
