@@ -19,7 +19,7 @@ test: $(STAMP)
 	$(BIN)/python -m pytest
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks hubconf.py
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_ssd.py

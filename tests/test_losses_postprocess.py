@@ -116,3 +116,23 @@ def test_softmax_scores_drop_the_background_column():
     torch.testing.assert_close(result["boxes"], expected)
     assert box_iou(result["boxes"], anchors[4:5].clamp(0, 300)).item() > 0.99
     assert batched_nms is not None
+
+
+def test_in_graph_selection_equals_select():
+    """The exportable selection (top-k, shifted boxes, ONNX-style NMS) keeps exactly what ``select`` keeps."""
+    torch.manual_seed(1)
+    anchors = _anchors(300)
+    post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=400, detections_per_img=50)
+    regression = torch.randn(3, 300, 4) * 0.5
+    logits = torch.randn(3, 300, 6) * 2 - 2
+    logits[1] = -20.0  # an image without detections
+    boxes, scores = post.decode(regression, logits, anchors)
+    expected = post.select(boxes, scores, [(240, 320)] * 3)
+    image, out_boxes, out_scores, labels = post.select_in_graph(boxes, scores, (240, 320))
+    assert image.tolist() == sorted(image.tolist()) and (image == 1).sum() == 0
+    for i, want in enumerate(expected):
+        mine = image == i
+        assert 0 < len(want["scores"]) <= 50 or i == 1
+        torch.testing.assert_close(out_scores[mine], want["scores"])
+        torch.testing.assert_close(out_boxes[mine], want["boxes"])
+        assert torch.equal(labels[mine], want["labels"])

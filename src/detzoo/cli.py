@@ -93,6 +93,38 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    from .export.api import export_checkpoint
+
+    path, result = export_checkpoint(args.checkpoint, args.out, args.nms, args.check_images, args.check_count,
+                                     args.tolerance, args.opset)
+    print(result.summary())
+    print(f"exported -> {path}")
+    return 0
+
+
+def cmd_quantize(args) -> int:
+    from .data.formats import read_dataset
+    from .export.onnx_export import read_metadata
+    from .export.quantize import comparison_table, evaluate_onnx, quantize_model
+
+    metadata = read_metadata(args.model)
+    calibration = read_dataset(_dataset_spec(args), _classes(args), args.skip_bad)
+    out = Path(args.out) if args.out else Path(args.model).with_suffix(".int8.onnx")
+    quantize_model(args.model, out, calibration, args.calibration_images)
+    count = min(args.calibration_images, len(calibration))
+    print(f"INT8 model -> {out} (calibrated on {count} image(s) of {calibration.source})")
+    if args.eval_data:
+        spec = DatasetSpec(path=args.eval_data, split=args.eval_split)
+    else:
+        spec = _dataset_spec(args)
+    data = read_dataset(spec, metadata.class_names, args.skip_bad)
+    results = [evaluate_onnx(path, data, args.metric, args.batch_size) for path in (args.model, out)]
+    print(f"evaluated on {len(data)} image(s) of {data.source}")
+    print(comparison_table(*results))
+    return 0
+
+
 def cmd_convert(args) -> int:
     from .data.formats import read_dataset
     from .data.writers import write_coco, write_txt
@@ -135,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, func, text in (("eval", cmd_eval, "evaluate a checkpoint on a dataset"),
                              ("predict", cmd_predict, "detect objects in images")):
         p = sub.add_parser(name, help=text)
-        p.add_argument("model", help="checkpoint (.pt)")
+        p.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
         if name == "eval":
             _add_dataset_args(p)
             p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
@@ -150,6 +182,31 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--workers", type=int, default=2)
         p.set_defaults(func=func)
+
+    p = sub.add_parser("export", help="write an ONNX model of a checkpoint and check it against PyTorch")
+    p.add_argument("checkpoint", help="checkpoint (.pt) or run folder")
+    p.add_argument("--out", help="ONNX file (default: the checkpoint's path with .onnx)")
+    p.add_argument("--nms", action="store_true", help="SSD models: end the graph with ONNX NonMaxSuppression "
+                                                      "(final detections); two-stage models always include it")
+    p.add_argument("--check-images", help="an image or a folder of images to check the export on (default: "
+                                          "the checkpoint's validation data)")
+    p.add_argument("--check-count", type=int, default=8, help="how many images the check runs")
+    p.add_argument("--tolerance", type=float, default=1e-3,
+                   help="largest difference allowed (scores; boxes as a fraction of the input side)")
+    p.add_argument("--opset", type=int, help="ONNX opset (default 19, the first with DeformConv)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("quantize", help="INT8 ONNX model (static, QDQ), then FP32 vs INT8 accuracy and speed")
+    p.add_argument("model", help="an ONNX file from `detzoo export`")
+    _add_dataset_args(p)  # --data: the calibration images
+    p.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate")
+    p.add_argument("--eval-data", help="dataset to compare FP32 and INT8 on (default: --data)")
+    p.add_argument("--eval-split", help="split of --eval-data")
+    p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
+    p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
+    p.add_argument("--skip-bad", action="store_true")
+    p.add_argument("--out", help="INT8 file (default: MODEL.int8.onnx)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("convert", help="write a dataset as COCO JSON or the TXT format")
     _add_dataset_args(p)
@@ -174,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     from .engine.checkpoint import CheckpointError
     from .engine.distributed import launched_by_torchrun, process_rank
     from .engine.trainer import TrainingError, TrainingInterrupted
+    from .export.onnx_export import ExportError
     from .models.weights import WeightsError
 
     args = build_parser().parse_args(argv)
@@ -181,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except TrainingInterrupted as exc:  # the trainer has already said where the state is and how to resume
         return exc.exit_code
-    except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, ExportError,
+            FileNotFoundError) as exc:
         where = f" (rank {process_rank()})" if launched_by_torchrun() else ""
         print(f"error{where}: {exc}", file=sys.stderr)
         return 2

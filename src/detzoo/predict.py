@@ -1,5 +1,6 @@
 """Predictor: images in, Detections out. Owns resize, normalise, batching and rescaling boxes back to the
-original pixels. The backend that runs the network is pluggable (PyTorch here; ONNX Runtime in export/).
+original pixels. The backend that runs the network is pluggable: PyTorch here, ONNX Runtime in
+``export/runtime.py`` (``from_file`` picks it for ``.onnx`` files).
 Evaluation runs through the same ``run_inference`` loop."""
 
 from __future__ import annotations
@@ -89,8 +90,17 @@ class Predictor:
         return cls(TorchBackend(loaded.model, resolve_device(device)), loaded.class_names, **kwargs)
 
     @classmethod
+    def from_onnx(cls, path: str | Path, device: str = "auto", **kwargs) -> Predictor:
+        from .export.runtime import OnnxBackend
+
+        backend = OnnxBackend(path, device)
+        return cls(backend, backend.class_names, **kwargs)
+
+    @classmethod
     def from_file(cls, path: str | Path, device: str = "auto", **kwargs) -> Predictor:
-        """A detzoo checkpoint (.pt)."""
+        """A detzoo checkpoint (.pt or a run folder) or an exported model (.onnx)."""
+        if Path(path).suffix == ".onnx":
+            return cls.from_onnx(path, device, **kwargs)
         return cls.from_checkpoint(path, device, **kwargs)
 
     def loader(self, data: DetectionData):

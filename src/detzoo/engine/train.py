@@ -93,15 +93,25 @@ def train(config: Config, state: dict | None = None, run_dir: Path | None = None
 
     Under ``torchrun`` every process runs this; the process group is joined here and left at the end."""
     joins_group = launched_by_torchrun() and not torch.distributed.is_initialized()
-    # weights drifting into denormal floats made CPU matrix products up to 50x slower (seen on Faster R-CNN)
-    torch.set_flush_denormal(True)
     dist, device = init_distributed(resolve_device(config.train.device))
     try:
-        with _quiet_unless_main(dist):
+        with _quiet_unless_main(dist), _flush_denormals():
             return _train(config, state, run_dir, dist, device)
     finally:
         if joins_group:
             cleanup()
+
+
+@contextlib.contextmanager
+def _flush_denormals():
+    """Weights drifting into denormal floats made CPU matrix products up to 50x slower (seen on Faster
+    R-CNN), so training flushes them to zero; the flag is process-wide (it changes Python float arithmetic
+    too), so it is switched back off afterwards."""
+    torch.set_flush_denormal(True)
+    try:
+        yield
+    finally:
+        torch.set_flush_denormal(False)
 
 
 @contextlib.contextmanager

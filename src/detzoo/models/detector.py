@@ -4,14 +4,59 @@
 - ``compute_loss(images, targets) -> dict of losses`` in training.
 - ``detect(images, image_sizes) -> list of {boxes, scores, labels}`` in input-image pixels.
 - ``backbone``: the part ``train.freeze=backbone`` freezes and ImageNet weights load into.
+- ``export_graph(in_graph_nms) -> ExportGraph``: the module the ONNX exporter traces and what its outputs
+  are. The default is the whole ``detect`` on one image of any size (two-stage models); single-stage models
+  export their raw network plus box decoding, with a dynamic batch (see ``SSD.export_graph``).
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from ..data.transforms import Preprocess
+
+IMAGES = "images"  # the graph inputs
+IMAGE_SIZE = "image_size"
+CANDIDATES = "candidates"  # outputs boxes [N,A,4] + scores [N,A,K]; the runtime runs Postprocess.select
+DETECTIONS = "detections"  # outputs batch_index [M], boxes [M,4], scores [M], labels [M]: final detections
+
+
+@dataclass
+class ExportGraph:
+    """What the exporter traces: ``module(images)`` on normalised float images [N,3,H,W] (dynamic batch), or
+    ``module(images, image_size)`` on one padded image [1,3,H,W] and its (height, width) before padding."""
+
+    module: nn.Module
+    outputs: str  # CANDIDATES or DETECTIONS
+    dynamic_batch: bool  # False: one image per run, any height and width
+    metadata: dict = field(default_factory=dict)  # what the runtime needs besides the outputs (JSON values)
+
+    @property
+    def input_names(self) -> list[str]:
+        return [IMAGES] if self.dynamic_batch else [IMAGES, IMAGE_SIZE]
+
+    @property
+    def output_names(self) -> list[str]:
+        return ["boxes", "scores"] if self.outputs == CANDIDATES else ["batch_index", "boxes", "scores", "labels"]
+
+
+class WholeDetector(nn.Module):
+    """``detect`` on one image as a graph: images [1,3,H,W], image_size [2] (height, width before padding)
+    -> batch_index, boxes, scores, labels."""
+
+    def __init__(self, detector: Detector):
+        super().__init__()
+        self.detector = detector
+
+    def forward(self, images: torch.Tensor, image_size: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        # when traced the size stays a graph value (torchvision's box ops take 0-dim tensors while tracing)
+        size = (image_size[0], image_size[1]) if torch.jit.is_tracing() else tuple(image_size.tolist())
+        (output,) = self.detector.detect(images, [size])
+        labels = output["labels"]
+        return torch.zeros_like(labels), output["boxes"], output["scores"], labels
 
 
 class Detector(nn.Module):
@@ -24,3 +69,7 @@ class Detector(nn.Module):
 
     def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
         raise NotImplementedError
+
+    def export_graph(self, in_graph_nms: bool = False) -> ExportGraph:
+        """The whole model on one image of any size (NMS is always inside)."""
+        return ExportGraph(WholeDetector(self), DETECTIONS, dynamic_batch=False)

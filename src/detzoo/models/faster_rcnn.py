@@ -40,6 +40,8 @@ class FasterRCNN(Detector):
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
         if len(sizes) != images.shape[0]:
             raise ValueError(f"{len(sizes)} image sizes for a batch of {images.shape[0]} images")
+        if torch.jit.is_tracing():  # ONNX export: sizes stay graph values (0-dim tensors), as in torchvision
+            return ImageList(images, [(h, w) for h, w in sizes])
         return ImageList(images, [(int(h), int(w)) for h, w in sizes])
 
     def compute_loss(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:

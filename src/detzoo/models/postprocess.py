@@ -1,11 +1,19 @@
 """Vectorised single-stage post-processing: one score threshold over all (anchor, class) pairs, one
-pre-NMS top-k, one class-aware ``batched_nms``, at most ``detections_per_img`` per image. No per-class loop."""
+pre-NMS top-k, one class-aware ``batched_nms``, at most ``detections_per_img`` per image. No per-class loop.
+
+Two steps, so that an exported graph can stop after the first: ``decode`` (regression + logits -> boxes in
+input pixels + per-class scores for every anchor) and ``select`` (the threshold / top-k / NMS / cap). The ONNX
+Runtime backend runs the same ``select`` on the boxes and scores an exported graph returns.
+``select_in_graph`` is the same selection written with fixed-shape ops and the ONNX ``NonMaxSuppression``
+operator, for graphs that end with NMS; it is hand-written because torchvision's ``nms`` exports for one
+image only and the dynamo exporter cannot trace ``batched_nms`` (data-dependent shapes).
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.ops import batched_nms, clip_boxes_to_image
+from torchvision.ops import batched_nms, clip_boxes_to_image, nms
 
 from .box_coder import BoxCoder
 
@@ -28,15 +36,29 @@ class Postprocess(nn.Module):
         self.detections_per_img = detections_per_img
         self.box_coder = box_coder or BoxCoder()
 
+    def settings(self) -> dict:
+        """The selection settings (what an exported model needs to run ``select`` elsewhere)."""
+        return {"score_thresh": self.score_thresh, "nms_thresh": self.nms_thresh,
+                "pre_nms_top_k": self.pre_nms_top_k, "detections_per_img": self.detections_per_img}
+
     def forward(self, box_regression: torch.Tensor, class_logits: torch.Tensor, anchors: torch.Tensor,
                 image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
-        scores = class_scores(class_logits.float(), self.score_kind)
-        return [self.select(box_regression[i].float(), scores[i], anchors, image_sizes[i])
-                for i in range(scores.shape[0])]
+        return self.select(*self.decode(box_regression, class_logits, anchors), image_sizes)
 
-    def select(self, box_regression: torch.Tensor, scores: torch.Tensor, anchors: torch.Tensor,
-               image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One image: regression [A, 4], scores [A, K] -> boxes, scores, labels (at most detections_per_img)."""
+    def decode(self, box_regression: torch.Tensor, class_logits: torch.Tensor,
+               anchors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[N,A,4] regression, [N,A,C] logits -> boxes [N,A,4] xyxy in input pixels, scores [N,A,K]."""
+        return (self.box_coder.decode(box_regression.float(), anchors),
+                class_scores(class_logits.float(), self.score_kind))
+
+    def select(self, boxes: torch.Tensor, scores: torch.Tensor,
+               image_sizes: list[tuple[int, int]]) -> list[dict[str, torch.Tensor]]:
+        """Decoded boxes [N,A,4] and scores [N,A,K] -> per image {boxes, scores, labels}."""
+        return [self.select_image(boxes[i], scores[i], image_sizes[i]) for i in range(scores.shape[0])]
+
+    def select_image(self, boxes: torch.Tensor, scores: torch.Tensor,
+                     image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        """One image: boxes [A, 4], scores [A, K] -> boxes, scores, labels (at most detections_per_img)."""
         num_classes = scores.shape[1]
         flat = scores.flatten()
         candidates = (flat > self.score_thresh).nonzero().squeeze(1)
@@ -46,7 +68,53 @@ class Postprocess(nn.Module):
         kept_scores = flat[candidates]
         anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
         labels = candidates % num_classes
-        boxes = self.box_coder.decode(box_regression[anchor_index], anchors[anchor_index])
+        kept_boxes = clip_boxes_to_image(boxes[anchor_index], image_size)
+        keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_thresh)[: self.detections_per_img]
+        return {"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": labels[keep]}
+
+    def select_in_graph(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``select`` for a whole batch with exportable ops -> flat ``batch_index [M]``, ``boxes [M,4]``,
+        ``scores [M]``, ``labels [M]``, images in order, each image's detections best first.
+
+        Equivalent to ``select``: the top-k over all pairs followed by NMS's score threshold keeps the same
+        candidates as threshold-then-top-k; class-aware NMS is one NMS over boxes shifted apart per class
+        (as ``batched_nms`` does); ``max_output_boxes_per_class`` of the single shifted class is the cap."""
+        batch, num_anchors, num_classes = scores.shape
         boxes = clip_boxes_to_image(boxes, image_size)
-        keep = batched_nms(boxes, kept_scores, labels, self.nms_thresh)[: self.detections_per_img]
-        return {"boxes": boxes[keep], "scores": kept_scores[keep], "labels": labels[keep]}
+        top_scores, top_index = scores.reshape(batch, -1).topk(min(self.pre_nms_top_k, num_anchors * num_classes),
+                                                                dim=1)
+        anchor_index = torch.div(top_index, num_classes, rounding_mode="floor")
+        labels = top_index % num_classes
+        candidates = boxes.gather(1, anchor_index.unsqueeze(-1).expand(-1, -1, 4))
+        shift = labels.unsqueeze(-1).to(candidates.dtype) * float(max(image_size) + 1)
+        selected = OnnxNonMaxSuppression.apply(candidates + shift, top_scores.unsqueeze(1),
+                                               self.detections_per_img, self.nms_thresh, self.score_thresh)
+        image = selected[:, 0]
+        flat = image * top_scores.shape[1] + selected[:, 2]  # flat indices: a plain Gather in the graph
+        return (image, candidates.reshape(-1, 4)[flat], top_scores.reshape(-1)[flat], labels.reshape(-1)[flat])
+
+
+class OnnxNonMaxSuppression(torch.autograd.Function):
+    """The ONNX ``NonMaxSuppression`` operator: boxes [N, B, 4], scores [N, C, B] -> selected [M, 3] rows of
+    (batch, class, box), per image and class in descending score order; boxes with score <= score_thresh
+    are dropped, at most ``max_per_class`` kept per (image, class). Eager: torchvision's ``nms``."""
+
+    @staticmethod
+    def forward(ctx, boxes: torch.Tensor, scores: torch.Tensor, max_per_class: int, iou_thresh: float,
+                score_thresh: float) -> torch.Tensor:
+        rows = []
+        for image in range(scores.shape[0]):
+            for cls in range(scores.shape[1]):
+                index = (scores[image, cls] > score_thresh).nonzero().squeeze(1)
+                index = index[nms(boxes[image, index], scores[image, cls, index], iou_thresh)[:max_per_class]]
+                rows.append(torch.stack([torch.full_like(index, image), torch.full_like(index, cls), index], 1))
+        return torch.cat(rows) if rows else torch.zeros(0, 3, dtype=torch.long)
+
+    @staticmethod
+    def symbolic(g, boxes, scores, max_per_class: int, iou_thresh: float, score_thresh: float):
+        def constant(value, dtype):
+            return g.op("Constant", value_t=torch.tensor([value], dtype=dtype))
+
+        return g.op("NonMaxSuppression", boxes, scores, constant(max_per_class, torch.long),
+                    constant(iou_thresh, torch.float), constant(score_thresh, torch.float))

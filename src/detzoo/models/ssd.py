@@ -1,8 +1,9 @@
 """The single-stage detector every SSD zoo entry is built from: backbone -> neck -> head, a fixed anchor
 buffer for the input size, and separate loss and post-processing callables.
 
-``forward(images)`` is the raw network, ``(box_regression [N,A,4], class_logits [N,A,C])``; that is what
-ONNX export and quantisation see. C is K for sigmoid (focal) scoring and K+1 (0 = background) for softmax.
+``forward(images)`` is the raw network, ``(box_regression [N,A,4], class_logits [N,A,C])``. C is K for
+sigmoid (focal) scoring and K+1 (0 = background) for softmax. ONNX export and quantisation see the raw network
+plus box decoding (``decoded``), optionally followed by the in-graph NMS of ``Postprocess.select_in_graph``.
 
 ``convert_pretrained(state)`` turns a whole-model state dict of another codebase into this model's keys when
 the zoo entry has a key map for it (e.g. pytorch-ssd's ``mb2-ssd-lite``); transfer loading applies it.
@@ -17,7 +18,7 @@ from torch import nn
 
 from ..data.transforms import Preprocess
 from .anchors import AnchorSpec
-from .detector import Detector
+from .detector import CANDIDATES, DETECTIONS, Detector, ExportGraph
 from .losses import SSDLoss
 from .postprocess import Postprocess
 
@@ -68,7 +69,30 @@ class SSD(Detector):
         box_regression, class_logits = self(images)
         return self.loss(box_regression, class_logits, self.anchors, targets)
 
+    def decoded(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Boxes [N,A,4] in input pixels and per-class scores [N,A,K] for every anchor."""
+        return self.postprocess.decode(*self(images), self.anchors)
+
     def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
-        box_regression, class_logits = self(images)
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
-        return self.postprocess(box_regression, class_logits, self.anchors, sizes)
+        return self.postprocess.select(*self.decoded(images), sizes)
+
+    def export_graph(self, in_graph_nms: bool = False) -> ExportGraph:
+        """The raw network + decoding with a dynamic batch; with ``in_graph_nms`` also the selection."""
+        return ExportGraph(SSDGraph(self, in_graph_nms), DETECTIONS if in_graph_nms else CANDIDATES,
+                           dynamic_batch=True, metadata={"postprocess": self.postprocess.settings()})
+
+
+class SSDGraph(nn.Module):
+    """What an SSD exports: images -> (boxes, scores) for every anchor, or final detections."""
+
+    def __init__(self, ssd: SSD, in_graph_nms: bool):
+        super().__init__()
+        self.ssd = ssd
+        self.in_graph_nms = in_graph_nms
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        boxes, scores = self.ssd.decoded(images)
+        if not self.in_graph_nms:
+            return boxes, scores
+        return self.ssd.postprocess.select_in_graph(boxes, scores, tuple(self.ssd.preprocess.size))

@@ -1,0 +1,49 @@
+"""torch.hub entry points: one per zoo model (every name ``detzoo models`` lists).
+
+    model = torch.hub.load("path/to/detzoo", "ssd300_mobilenetv2", source="local", weights="runs/x/best.pt")
+    model = torch.hub.load("<owner>/detzoo", "ssd300_mobilenetv2", num_classes=4, input_size=320)
+
+``weights`` is a detzoo checkpoint, read with ``torch.load(weights_only=True)``; its class count and options
+are used. Without it the model is freshly initialised with ``num_classes`` and any option of the zoo builder.
+Nothing is downloaded. The model comes in eval mode, with ``class_names`` from the checkpoint (else None);
+``model.detect(images)`` takes images normalised as ``model.preprocess`` says.
+"""
+
+import os as _os
+import sys as _sys
+
+dependencies = ["torch", "torchvision"]
+
+# only entry points may be public names here: torch.hub lists every public callable
+_SOURCE = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "src")
+if _SOURCE not in _sys.path:
+    _sys.path.insert(0, _SOURCE)
+
+from detzoo.models import create_model as _create_model  # noqa: E402
+from detzoo.models import list_models as _list_models  # noqa: E402
+
+
+def _entry(name: str):
+    def entry(weights: str | None = None, num_classes: int = 80, **options):
+        if weights is None:
+            model = _create_model(name, num_classes=num_classes, **options)
+            model.class_names = None
+            return model.eval()
+        if options:
+            raise TypeError(f"{name}: options {sorted(options)} come from the checkpoint when weights are given")
+        from detzoo.models.weights import load_model
+
+        loaded = load_model(weights)
+        if loaded.config.model.name != name:
+            raise ValueError(f"{weights}: a '{loaded.config.model.name}' checkpoint, not '{name}'")
+        loaded.model.class_names = loaded.class_names
+        return loaded.model
+
+    entry.__name__ = entry.__qualname__ = name
+    entry.__doc__ = (f"detzoo '{name}': weights=CHECKPOINT loads a trained model; otherwise num_classes and the "
+                     f"zoo options build a fresh one.")
+    return entry
+
+
+for _name in _list_models():
+    globals()[_name] = _entry(_name)

@@ -1,0 +1,182 @@
+"""ONNX export of any zoo model into one self-describing file.
+
+The model says what to trace (``Detector.export_graph``): SSD models give their raw network plus box
+decoding with a dynamic batch (optionally ending in ONNX ``NonMaxSuppression``); two-stage models give their
+whole ``detect`` on one image of any size. Tracing uses torch.onnx's TorchScript exporter (``dynamo=False``):
+it is the path torchvision's detection models support (the dynamo exporter of torch 2.14 stops at the
+data-dependent shapes of torchvision's ``batched_nms`` in Faster R-CNN), it gives SSD graphs a dynamic batch,
+is ten times faster to export, and writes a single file that ONNX Runtime and OpenCV both load.
+
+The class names, the pre-processing (input size, resize mode, mean, std) and what the outputs are travel as
+``detzoo.*`` entries of the ONNX ``metadata_props``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .. import __version__
+from ..data.transforms import Preprocess
+from ..models.detector import CANDIDATES, DETECTIONS, IMAGES, Detector, ExportGraph
+
+OPSET = 19  # the first with DeformConv (DCNv2 models); ONNX Runtime and OpenCV 5 load it
+PREFIX = "detzoo."
+FORMAT_VERSION = 1
+
+
+class ExportError(ValueError):
+    """An export failed its check, or a file is not a usable detzoo ONNX model (the message names it)."""
+
+
+@dataclass
+class OnnxMetadata:
+    """What makes an exported file self-describing."""
+
+    model: str  # zoo name
+    class_names: list[str]
+    preprocess: Preprocess
+    outputs: str  # CANDIDATES or DETECTIONS (models/detector.py)
+    dynamic_batch: bool
+    extra: dict = field(default_factory=dict)  # model-specific values, e.g. "postprocess" settings
+    precision: str = "fp32"
+
+    def to_props(self) -> dict[str, str]:
+        props = {"format": str(FORMAT_VERSION), "version": __version__, "model": self.model,
+                 "class_names": json.dumps(self.class_names), "preprocess": json.dumps(self.preprocess.to_dict()),
+                 "outputs": self.outputs, "dynamic_batch": json.dumps(self.dynamic_batch),
+                 "precision": self.precision}
+        props.update({key: json.dumps(value) for key, value in self.extra.items()})
+        return {PREFIX + key: value for key, value in props.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str | Path) -> OnnxMetadata:
+        own = {key.removeprefix(PREFIX): value for key, value in props.items() if key.startswith(PREFIX)}
+        if not own:
+            raise ExportError(f"{source}: not a detzoo ONNX model (no detzoo.* metadata); make one with "
+                              "`detzoo export CHECKPOINT`")
+        missing = [k for k in ("model", "class_names", "preprocess", "outputs", "dynamic_batch") if k not in own]
+        if missing:
+            raise ExportError(f"{source}: detzoo metadata lacks {', '.join(PREFIX + k for k in missing)}")
+        if own["outputs"] not in (CANDIDATES, DETECTIONS):
+            raise ExportError(f"{source}: unknown detzoo.outputs '{own['outputs']}'")
+        try:
+            known = {"format", "version", "model", "class_names", "preprocess", "outputs", "dynamic_batch",
+                     "precision"}
+            return cls(own["model"], json.loads(own["class_names"]), Preprocess.from_dict(json.loads(own["preprocess"])),
+                       own["outputs"], json.loads(own["dynamic_batch"]),
+                       {k: json.loads(v) for k, v in own.items() if k not in known}, own.get("precision", "fp32"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ExportError(f"{source}: unreadable detzoo metadata ({type(exc).__name__}: {exc})") from None
+
+
+def read_metadata(path: str | Path) -> OnnxMetadata:
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: ONNX file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors
+        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, path)
+
+
+def write_metadata(path: str | Path, metadata: OnnxMetadata) -> None:
+    """Replace the detzoo.* entries of an ONNX file (atomically)."""
+    import onnx
+
+    path = Path(path)
+    proto = onnx.load(str(path))
+    kept = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.to_props().items()]:
+        proto.metadata_props.add(key=key, value=value)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    onnx.save(proto, str(tmp))
+    os.replace(tmp, path)
+
+
+def deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
+                           dilation_w, groups, offset_groups, use_mask):
+    """torchvision's ``deform_conv2d`` as ONNX ``DeformConv`` (opset 19): same offset layout, same modulation
+    mask. Hand-written because torchvision registers ONNX symbolics for nms and roi_align only."""
+    from torch.onnx import symbolic_helper
+
+    ints = [symbolic_helper._get_const(v, "i", name) for v, name in (
+        (stride_h, "stride_h"), (stride_w, "stride_w"), (pad_h, "pad_h"), (pad_w, "pad_w"),
+        (dilation_h, "dilation_h"), (dilation_w, "dilation_w"), (groups, "groups"), (offset_groups, "offset_groups"))]
+    stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w, groups, offset_groups = ints
+    inputs = [input, weight, offset, bias] + ([mask] if symbolic_helper._get_const(use_mask, "b", "use_mask") else [])
+    return g.op("DeformConv", *inputs, strides_i=[stride_h, stride_w], pads_i=[pad_h, pad_w, pad_h, pad_w],
+                dilations_i=[dilation_h, dilation_w], group_i=groups, offset_group_i=offset_groups)
+
+
+def register_symbolics() -> None:
+    torch.onnx.register_custom_op_symbolic("torchvision::deform_conv2d", deform_conv2d_symbolic, 19)
+
+
+def example_input(preprocess: Preprocess, batch: int) -> torch.Tensor:
+    """A normalised-looking input of the model's size (random, fixed seed: tracing follows real branches)."""
+    if preprocess.resize == "stretch":
+        height, width = preprocess.size
+    else:  # a 3:4 image fitted into (short, long), padded like Collate pads
+        height, width = preprocess.output_size(480, 640)
+        div = preprocess.size_divisible
+        height, width = -(-height // div) * div, -(-width // div) * div
+    return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
+
+
+def dynamic_axes(graph: ExportGraph) -> dict[str, dict[int, str]]:
+    axes = {IMAGES: {0: "batch"} if graph.dynamic_batch else {2: "height", 3: "width"}}
+    first = "batch" if graph.outputs == CANDIDATES else "detections"
+    axes.update({name: {0: first} for name in graph.output_names})
+    return axes
+
+
+def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path,
+                  input_names: list[str], output_names: list[str], dynamic_axes: dict, opset: int = OPSET) -> None:
+    """torch.onnx's TorchScript exporter with detzoo's symbolics, without the warnings it always gives."""
+    register_symbolics()
+    with warnings.catch_warnings(), torch.no_grad():
+        # expected while tracing detection code (torchvision's included): shape values turned into constants
+        # only where they are fixed, sizes copied into tensors, indices that are never negative
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        for message in ("You are using the legacy TorchScript-based ONNX export", "To copy construct from a tensor",
+                        "`torch.jit.script` is deprecated", "Exporting aten::index operator"):
+            warnings.filterwarnings("ignore", message=f".*{message}")
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
+        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+                          output_names=output_names, dynamic_axes=dynamic_axes)
+
+
+def export_onnx(model: Detector, class_names: list[str], path: str | Path, in_graph_nms: bool = False,
+                opset: int = OPSET) -> tuple[ExportGraph, OnnxMetadata]:
+    """Trace ``model.export_graph(in_graph_nms)`` to ``path`` with the detzoo metadata; returns the traced
+    graph (the PyTorch reference for checks) and the metadata written."""
+    path = Path(path)
+    model = model.eval().cpu()
+    if len(class_names) != model.num_classes:
+        raise ExportError(f"{len(class_names)} class names for a model with {model.num_classes} classes")
+    graph = model.export_graph(in_graph_nms)
+    graph.module.eval()
+    sample = example_input(model.preprocess, 2 if graph.dynamic_batch else 1)
+    inputs = (sample,) if graph.dynamic_batch else (sample, torch.tensor(sample.shape[-2:]))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        trace_to_onnx(graph.module, inputs, tmp, graph.input_names, graph.output_names, dynamic_axes(graph), opset)
+        metadata = OnnxMetadata(getattr(model, "zoo_name", type(model).__name__), list(class_names),
+                                model.preprocess, graph.outputs, graph.dynamic_batch, dict(graph.metadata))
+        write_metadata(tmp, metadata)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return graph, metadata

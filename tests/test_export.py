@@ -1,0 +1,237 @@
+"""ONNX export of every registered model, checked with ONNX Runtime and OpenCV on real images; the ONNX Runtime
+backend gives the same detections as the PyTorch one."""
+
+import functools
+
+import cv2
+import numpy as np
+import onnx
+import onnxruntime
+import pytest
+import torch
+from torchvision.ops import DeformConv2d
+
+from detzoo.data.loader import Collate
+from detzoo.data.transforms import normalize
+from detzoo.export.api import check_loader
+from detzoo.export.check import MAX_UNMATCHED, CheckResult, check_export, match_detections
+from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata, trace_to_onnx
+from detzoo.export.quantize import float_nodes, name_nodes, quantize_model
+from detzoo.export.runtime import OnnxBackend
+from detzoo.models import Detector, create_model, list_models
+from detzoo.models.detector import CANDIDATES, DETECTIONS
+from detzoo.models.registry import model_options
+from detzoo.predict import Predictor, TorchBackend, list_images, unlabelled_data
+
+CLASSES = ["a", "b", "c"]
+TOLERANCE = 1e-3
+# OpenCV's CPU kernels accumulate in another order than ONNX Runtime's; on a random network the difference grows
+# along the deepest path (ssdlite's last level: 1.3e-3 in a score)
+OPENCV_TOLERANCE = 5e-3
+# small inputs keep the heavy models fast here: the 640-px FPN SSDs at 128 px, Faster R-CNN with a 128-px short side
+FAST_INPUT = 128
+
+
+def _realistic(model: Detector, paths) -> Detector:
+    """Batch-norm statistics from real images, so that a freshly initialised model's outputs depend on its
+    input; with the initial statistics every anchor of a level scores the same and two NMS runs may keep
+    different boxes of such a tie."""
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # a plain average over the batches seen
+    model.train()
+    with torch.no_grad():
+        for batch in check_loader(unlabelled_data(list(paths), CLASSES), model.preprocess, batch_size=4):
+            empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
+                      "iscrowd": torch.zeros(0, dtype=torch.bool)} for _ in range(len(batch))]
+            model.compute_loss(normalize(batch.images, model.preprocess), empty)
+    return model.eval()
+
+
+@functools.cache
+def _create(name: str) -> Detector:
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=len(CLASSES))
+    if "input_size" in model_options(name) and max(model.preprocess.size) > 300:
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=len(CLASSES), input_size=FAST_INPUT)
+    return model.eval()
+
+
+@functools.cache
+def _build(name: str, paths: tuple) -> Detector:
+    return _realistic(_create(name), paths)
+
+
+ALL = list_models()
+SSD_MODELS = [name for name in list_models() if _create(name).export_graph().outputs == CANDIDATES]
+
+
+@pytest.fixture(scope="module")
+def images(coco128):
+    """Four real images: a batch of 1 and a batch of 3."""
+    return tuple(list_images(coco128 / "val2017")[:4])
+
+
+@pytest.fixture(scope="module", params=ALL)
+def exported(request, tmp_path_factory, images):
+    model = _build(request.param, images)
+    path = tmp_path_factory.mktemp("onnx") / f"{request.param}.onnx"
+    graph, _ = export_onnx(model, CLASSES, path)
+    return model, graph, path
+
+
+def _batches(paths, preprocess):
+    """A batch of one image and a batch of three."""
+    loaders = [check_loader(unlabelled_data(paths[:1], CLASSES), preprocess, batch_size=1),
+               check_loader(unlabelled_data(paths[1:4], CLASSES), preprocess, batch_size=3)]
+    return [batch for loader in loaders for batch in loader]
+
+
+def test_export_matches_pytorch_on_real_images(exported, images):
+    """Batch 1 and batch 3 (dynamic batch), or one image of each size (two-stage graphs)."""
+    model, graph, path = exported
+    backend = OnnxBackend(path, device="cpu")
+    batches = _batches(images, model.preprocess)
+    assert [len(b) for b in batches] == [1, 3]
+    result = check_export(graph, backend, batches, TOLERANCE)
+    assert result.images == 4
+    assert result.passed(TOLERANCE, max(model.preprocess.size)), result.summary()
+    if graph.outputs == DETECTIONS:  # NMS inside: near-ties at a threshold may keep a box on one side only
+        assert result.detections > 0 and result.unmatched <= MAX_UNMATCHED * result.detections, result.summary()
+    # the ORT backend (the shared selection, or per-image runs given their size) gives PyTorch's detections
+    ours = CheckResult()
+    torch_backend = TorchBackend(model)
+    for batch in batches:
+        for a, b in zip(torch_backend(batch) if graph.dynamic_batch else _one_by_one(torch_backend, batch),
+                        backend(batch)):
+            match_detections(a, b, TOLERANCE * max(model.preprocess.size), TOLERANCE, ours)
+    assert ours.detections > 0 and ours.unmatched <= MAX_UNMATCHED * ours.detections, ours.summary()
+
+
+def _one_by_one(torch_backend, batch):
+    """The PyTorch backend on each image alone (padded like a batch of one), as the per-image graph runs."""
+    out = []
+    for i, (h, w) in enumerate(batch.image_sizes):
+        single = Collate(torch_backend.preprocess.size_divisible)([(batch.images[i, :, :h, :w], batch.targets[i])])
+        out.extend(torch_backend(single))
+    return out
+
+
+def test_metadata_makes_the_file_self_describing(exported):
+    model, graph, path = exported
+    meta = read_metadata(path)
+    assert meta.class_names == CLASSES and meta.preprocess == model.preprocess
+    assert meta.model == model.zoo_name and meta.outputs == graph.outputs
+    assert meta.dynamic_batch == graph.dynamic_batch
+    if graph.outputs == CANDIDATES:
+        assert meta.extra["postprocess"] == model.postprocess.settings()
+    props = {p.key for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    assert {"detzoo.class_names", "detzoo.preprocess", "detzoo.model"} <= props
+    predictor = Predictor.from_file(path, device="cpu")
+    assert predictor.class_names == CLASSES and predictor.preprocess == model.preprocess
+
+
+@pytest.mark.parametrize("name", SSD_MODELS)
+def test_in_graph_nms_gives_the_pytorch_detections(name, images, tmp_path):
+    model = _build(name, images)
+    graph, meta = export_onnx(model, CLASSES, tmp_path / "nms.onnx", in_graph_nms=True)
+    assert graph.outputs == meta.outputs == DETECTIONS
+    ops = {node.op_type for node in onnx.load(str(tmp_path / "nms.onnx")).graph.node}
+    assert "NonMaxSuppression" in ops
+    backend = OnnxBackend(tmp_path / "nms.onnx", device="cpu")
+    result = CheckResult()
+    for batch in _batches(images, model.preprocess):
+        for a, b in zip(TorchBackend(model)(batch), backend(batch)):
+            match_detections(a, b, TOLERANCE * max(model.preprocess.size), TOLERANCE, result)
+    assert result.detections > 0 and result.unmatched == 0, result.summary()
+
+
+@pytest.mark.parametrize("name", SSD_MODELS)
+def test_raw_export_runs_in_opencv_dnn(name, tmp_path, images):
+    """A second client: OpenCV's DNN module loads the raw SSD graph and agrees with ONNX Runtime."""
+    model = _build(name, images)
+    export_onnx(model, CLASSES, tmp_path / "raw.onnx")
+    backend = OnnxBackend(tmp_path / "raw.onnx", device="cpu")
+    (inputs,) = backend.graph_inputs(_batches(images, model.preprocess)[1])
+    net = cv2.dnn.readNetFromONNX(str(tmp_path / "raw.onnx"))
+    net.setInput(inputs["images"])
+    opencv = net.forward(net.getUnconnectedOutLayersNames())
+    runtime = backend.run(inputs)
+    assert [o.shape for o in opencv] == [r.shape for r in runtime] == [(3, model.anchors.shape[0], 4),
+                                                                      (3, model.anchors.shape[0], len(CLASSES))]
+    side = max(model.preprocess.size)
+    assert np.abs(opencv[0] - runtime[0]).max() <= OPENCV_TOLERANCE * side
+    assert np.abs(opencv[1] - runtime[1]).max() <= OPENCV_TOLERANCE
+
+
+def test_files_that_are_not_detzoo_exports_get_a_clear_error(tmp_path):
+    plain = tmp_path / "plain.onnx"
+    value = onnx.helper.make_tensor_value_info("images", onnx.TensorProto.FLOAT, [1, 3, 8, 8])
+    graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["images"], ["out"])], "plain", [value],
+                                   [onnx.helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(onnx.helper.make_model(graph, opset_imports=[onnx.helper.make_opsetid("", 17)], ir_version=8), str(plain))
+    with pytest.raises(ExportError, match=r"plain\.onnx: not a detzoo ONNX model"):
+        Predictor.from_file(plain, device="cpu")
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(b"not a protobuf")
+    with pytest.raises(ExportError, match="garbage.onnx"):
+        Predictor.from_file(garbage, device="cpu")
+    with pytest.raises(ExportError, match="2 class names for a model with 3 classes"):
+        export_onnx(_create(list_models()[0]), CLASSES[:2], tmp_path / "x.onnx")
+
+
+def test_box_arithmetic_stays_float_when_quantized(exported):
+    """Decoding (Exp), top-k and NMS - and what computes the boxes RoIAlign takes - are excluded from INT8;
+    every convolution is quantized."""
+    _, graph, path = exported
+    model = onnx.load(str(path))
+    name_nodes(model)
+    keep_float = set(float_nodes(model.graph))
+    producer = {out: node for node in model.graph.node for out in node.output}
+    special = [n for n in model.graph.node if n.op_type in ("Exp", "NonMaxSuppression", "TopK")]
+    special += [producer[n.input[1]] for n in model.graph.node if n.op_type == "RoiAlign"]
+    assert special and all(n.name in keep_float for n in special)
+    assert all(n.name not in keep_float for n in model.graph.node if n.op_type == "Conv")
+
+
+def test_two_stage_export_quantizes(images, tmp_path):
+    """The whole-model graph (data-dependent shapes: ORT's symbolic shape inference gives up on it) goes
+    through quantization and runs. Accuracy is not judged here: the model has random weights, its
+    detections are near-ties; tests/test_deploy_cli.py measures the INT8 mAP cost on a trained model."""
+    model = _build("faster_rcnn_r50_fpn", images)
+    fp32 = tmp_path / "two_stage.onnx"
+    export_onnx(model, CLASSES, fp32)
+    int8 = quantize_model(fp32, tmp_path / "two_stage.int8.onnx", unlabelled_data(list(images), CLASSES), 2)
+    assert {"QuantizeLinear", "DequantizeLinear"} <= {n.op_type for n in onnx.load(str(int8)).graph.node}
+    fp32_backend, int8_backend = OnnxBackend(fp32, device="cpu"), OnnxBackend(int8, device="cpu")
+    batch = _batches(images, model.preprocess)[1]
+    for (height, width), a, b in zip(batch.image_sizes, fp32_backend(batch), int8_backend(batch)):
+        assert len(b["scores"]) == len(a["scores"]) > 10 and b["labels"].max() < len(CLASSES)
+        assert (b["boxes"] >= 0).all() and (b["boxes"][:, 2] <= width).all() and (b["boxes"][:, 3] <= height).all()
+        assert abs(b["scores"][:10].mean() - a["scores"][:10].mean()) < 0.05
+
+
+def test_deformable_convolution_exports_as_onnx_deformconv(tmp_path):
+    """DCNv2 (torchvision's deform_conv2d with a modulation mask) -> ONNX DeformConv, equal in ONNX Runtime."""
+    class ModulatedDeformConv(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.offsets = torch.nn.Conv2d(4, 27, 3, stride=2, padding=1)
+            self.conv = DeformConv2d(4, 6, 3, stride=2, padding=1)
+
+        def forward(self, x):
+            offset_x, offset_y, mask = self.offsets(x).chunk(3, dim=1)
+            return self.conv(x, torch.cat([offset_x, offset_y], dim=1), mask.sigmoid())
+
+    torch.manual_seed(0)
+    module = ModulatedDeformConv().eval()
+    trace_to_onnx(module, (torch.randn(1, 4, 16, 16),), tmp_path / "dcn.onnx", ["x"], ["y"],
+                  {"x": {0: "n", 2: "h", 3: "w"}})
+    assert "DeformConv" in {n.op_type for n in onnx.load(str(tmp_path / "dcn.onnx")).graph.node}
+    session = onnxruntime.InferenceSession(str(tmp_path / "dcn.onnx"), providers=["CPUExecutionProvider"])
+    x = torch.randn(2, 4, 20, 12)
+    with torch.no_grad():
+        expected = module(x).numpy()
+    np.testing.assert_allclose(session.run(None, {"x": x.numpy()})[0], expected, atol=1e-4)
