@@ -12,7 +12,8 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
 SHAPES = ["circle", "square", "triangle", "star"]
-VERSION = 3  # bump when the generator changes, so cached copies are regenerated
+RADIUS = (0.1, 0.25)  # object radius range, as a fraction of the image side
+VERSION = 4  # bump when the generator changes, so cached copies are regenerated
 
 
 def _background(rng: np.random.Generator, size: int) -> Image.Image:
@@ -80,7 +81,7 @@ def make_image(rng: np.random.Generator, size: int, max_objects: int = 3) -> tup
     objects: list[tuple[list[float], int]] = []
     for _ in range(int(rng.integers(1, max_objects + 1))):
         for _attempt in range(20):
-            r = rng.uniform(0.08, 0.22) * size
+            r = rng.uniform(*RADIUS) * size
             cx, cy = rng.uniform(r, size - r), rng.uniform(r, size - r)
             kind = int(rng.integers(len(SHAPES)))
             rough = [cx - r, cy - r, cx + r, cy + r]

@@ -140,7 +140,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     if cfg.sync_bn and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
         log("BatchNorm synchronised across processes (SyncBatchNorm)")
-    model.to(device)
+    model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
 
     step_module: torch.nn.Module = StepModule(model)
     if dist.enabled:

@@ -262,6 +262,8 @@ class Trainer:
         skipped because a loss was not finite on some process; whether any process was asked to stop)."""
         self.skipped_samples += batch.skipped
         images = normalize(batch.images.to(self.device, non_blocking=True), self.model.preprocess)
+        if self.cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
         targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
                     for k, v in t.items()} for t in batch.targets]
         with autocast(self.device, self.cfg.amp):
