@@ -1,7 +1,7 @@
 """SSD speed on this machine, side by side with torchvision's nearest models, in one run:
 inference ms/image (batch 1 and 8, eager, post-processing included), training images/s (batch 8) and
 post-processing ms/image on the same realistic score distribution (ours: one threshold, one top-k, one
-batched_nms; torchvision: its per-class loop).
+batched_nms; torchvision: its per-class loop); and our training images/s in NCHW vs NHWC memory layout.
 
 Inference is timed from the model's input pixels to detections on both sides: ours from a uint8 batch
 (normalisation, raw forward, decoding + NMS, as the Predictor runs it); torchvision from its list of float
@@ -14,6 +14,7 @@ torchvision's ``ssd300_vgg16`` are the same network on the same 300-px input.
 from __future__ import annotations
 
 import argparse
+import copy
 
 import torch
 import torchvision
@@ -84,6 +85,26 @@ def training_rates(model, tv, tv_size: int, batch: int = 8) -> tuple[float, floa
     return batch / ours, batch / theirs
 
 
+def layout_rates(model, batch: int = 8) -> tuple[float, float]:
+    """Our training images/s in the default (NCHW) memory layout and in NHWC (``train.channels_last``)."""
+    nhwc = copy.deepcopy(model).to(memory_format=torch.channels_last).train()
+    model.train()
+    size = model.preprocess.size
+    images, targets = torch.randn(batch, 3, *size), targets_for(batch, size[0])
+    images_nhwc = images.contiguous(memory_format=torch.channels_last)
+    optimizers = [torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for m in (model, nhwc)]
+
+    def step(m, x, optimizer):
+        optimizer.zero_grad()
+        sum(m.compute_loss(x, targets).values()).backward()
+        optimizer.step()
+
+    nchw_s, nhwc_s = time_pair(lambda: step(model, images, optimizers[0]), lambda: step(nhwc, images_nhwc, optimizers[1]),
+                               warmup=1, repeats=max(2, ARGS.repeats // 2))
+    model.eval()
+    return batch / nchw_s, batch / nhwc_s
+
+
 def realistic_probabilities(anchors: int, classes: int, batch: int = 8) -> torch.Tensor:
     """Most (anchor, class) scores tiny, a long tail, a few confident anchors around objects."""
     g = torch.Generator().manual_seed(0)
@@ -137,7 +158,7 @@ def around_network_times(model, tv_model, tv_size: int) -> tuple[float, float, f
 def main() -> None:
     torch.manual_seed(0)
     print(f"machine: {machine()}, torchvision {torchvision.__version__}")
-    rows, around_rows = [], []
+    rows, around_rows, layout_rows = [], [], []
     tv_cache: dict[str, object] = {}
     for name in ARGS.models:
         # the same test settings as the torchvision models get (torchvision_model)
@@ -153,6 +174,8 @@ def main() -> None:
         rows.append([f"  vs {ref_name}", str(tv_size), infer[0][1], infer[1][1], train[1]])
         rows.append(["  ratio (tv / ours)", "", infer[0][1] / infer[0][0], infer[1][1] / infer[1][0],
                      train[0] / train[1]])
+        nchw, nhwc = layout_rates(model)
+        layout_rows.append([name, nchw, nhwc, nhwc / nchw])
         pre_ours, pre_tv, post_ours, post_tv, anchors = around_network_times(model, tv, tv_size)
         around_rows.append([name, anchors, pre_ours, pre_tv, post_ours, post_tv,
                             (pre_tv + post_tv) / (pre_ours + post_ours)])
@@ -161,6 +184,8 @@ def main() -> None:
     print_table("Outside the network, batch 8, same scores (80 classes, score > 0.05, NMS 0.6, <= 100 per image)",
                 ["model", "anchors", "ours pre ms/img", "tv pre ms/img", "ours post ms/img", "tv post ms/img",
                  "speed-up"], around_rows)
+    print_table("Training memory layout (ours, batch 8): train.channels_last=false vs true",
+                ["model", "NCHW img/s", "NHWC img/s", "NHWC / NCHW"], layout_rows)
 
 
 if __name__ == "__main__":
