@@ -16,7 +16,7 @@ def test_base_recipe_is_merged():
     config = load_config("demo")
     assert config.model.name == "ssd300_mobilenetv2"  # from the base
     assert config.model.focal_alpha == 0.75  # from the base
-    assert config.model.input_size == 192  # the demo's own value
+    assert config.model.input_size == 128  # the demo's own value
 
 
 @pytest.mark.parametrize("override, message", [
