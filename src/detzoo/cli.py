@@ -55,7 +55,7 @@ def cmd_train(args) -> int:
 
 def cmd_eval(args) -> int:
     from .data.formats import read_dataset
-    from .evaluation import build_evaluator
+    from .evaluation import evaluate_detections
     from .predict import Predictor
     from .structures import write_coco_results
 
@@ -66,9 +66,7 @@ def cmd_eval(args) -> int:
         raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
                           f"{predictor.class_names}; pass --classes in the model's order")
     detections = list(predictor.predict_data(data))
-    evaluator = build_evaluator(args.metric, data, args.iou)
-    evaluator.process(detections)
-    result = evaluator.evaluate()
+    result = evaluate_detections(detections, data, args.metric, args.iou)
     print(result.report)
     out = Path(args.out)
     written = write_coco_results(detections, data.category_ids, out / "detections.json")

@@ -12,7 +12,7 @@ import torch
 from ..data.loader import DetectionDataset, eval_loader
 from ..data.records import DetectionData
 from ..data.transforms import eval_transform
-from ..evaluation import EvalResult, build_evaluator
+from ..evaluation import EvalResult, evaluate_detections
 from ..predict import TorchBackend, run_inference
 from ..structures import Detections
 from .distributed import DistInfo, all_gather_objects
@@ -69,6 +69,4 @@ def evaluate_model(model: torch.nn.Module, data: DetectionData, metric: str, bat
         model.train(was_training)
     if dist is not None and not dist.is_main:
         return None, []
-    evaluator = build_evaluator(metric, data, iou_thresh)
-    evaluator.process(detections)
-    return evaluator.evaluate(), detections
+    return evaluate_detections(detections, data, metric, iou_thresh), detections

@@ -1,5 +1,5 @@
 """Evaluators behind one interface: ``reset()``, ``process(detections)``, ``evaluate() -> EvalResult``."""
 
-from .base import EvalResult, Evaluator, build_evaluator
+from .base import EvalResult, Evaluator, build_evaluator, evaluate_detections
 
-__all__ = ["EvalResult", "Evaluator", "build_evaluator"]
+__all__ = ["EvalResult", "Evaluator", "build_evaluator", "evaluate_detections"]

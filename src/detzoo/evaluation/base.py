@@ -44,6 +44,13 @@ def per_class_table(per_class: dict[str, float], title: str) -> str:
     return "\n".join(lines)
 
 
+def evaluate_detections(detections: list[Detections], data: DetectionData, metric: str, iou_thresh: float = 0.5) -> EvalResult:
+    """Score one Detections per image of ``data`` with the named metric."""
+    evaluator = build_evaluator(metric, data, iou_thresh)
+    evaluator.process(detections)
+    return evaluator.evaluate()
+
+
 def build_evaluator(metric: str, data: DetectionData, iou_thresh: float = 0.5) -> Evaluator:
     if metric == "coco":
         from .coco import COCOEvaluator

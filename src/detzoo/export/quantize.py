@@ -147,15 +147,13 @@ class PrecisionResult:
 def evaluate_onnx(path: str | Path, data: DetectionData, metric: str = "coco", batch_size: int = 8
                   ) -> PrecisionResult:
     """Accuracy and speed (ms/image of the backend calls) of an ONNX file."""
-    from ..evaluation import build_evaluator
-    from ..predict import run_inference
+    from ..evaluation import evaluate_detections
+    from ..predict import Predictor
 
     backend = OnnxBackend(path, device="cpu")
     timed = TimedBackend(backend)
-    detections = list(run_inference(timed, check_loader(data, backend.preprocess, batch_size), backend.class_names))
-    evaluator = build_evaluator(metric, data)
-    evaluator.process(detections)
-    result = evaluator.evaluate()
+    detections = list(Predictor(timed, backend.class_names, batch_size).predict_data(data))
+    result = evaluate_detections(detections, data, metric)
     return PrecisionResult(backend.metadata.precision, Path(path), result.metrics, result.primary,
                            timed.ms_per_image)
 
