@@ -114,6 +114,11 @@ class Batch:
         return len(self.targets)
 
 
+def padded_side(side: int, size_divisible: int) -> int:
+    """A side length rounded up to a multiple of ``size_divisible`` (how batches are padded)."""
+    return math.ceil(side / size_divisible) * size_divisible
+
+
 class Collate:
     """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them."""
 
@@ -125,9 +130,8 @@ class Collate:
         skipped = len(samples) - len(good)
         if not good:
             return Batch(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), [], [], skipped)
-        div = self.size_divisible
-        height = math.ceil(max(img.shape[-2] for img, _ in good) / div) * div
-        width = math.ceil(max(img.shape[-1] for img, _ in good) / div) * div
+        height = padded_side(max(img.shape[-2] for img, _ in good), self.size_divisible)
+        width = padded_side(max(img.shape[-1] for img, _ in good), self.size_divisible)
         images = torch.zeros(len(good), 3, height, width, dtype=torch.uint8)
         for i, (img, _) in enumerate(good):
             images[i, :, : img.shape[-2], : img.shape[-1]] = img

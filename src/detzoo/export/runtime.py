@@ -10,13 +10,12 @@ batch of one and given its size before padding, as ``detect`` is given ``image_s
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..data.loader import Batch
+from ..data.loader import Batch, padded_side
 from ..data.transforms import normalize
 from ..models.detector import CANDIDATES, IMAGE_SIZE, IMAGES
 from ..models.postprocess import Postprocess
@@ -77,8 +76,7 @@ class OnnxBackend:
         if self.metadata.dynamic_batch:
             return [{IMAGES: images}]
         div = self.preprocess.size_divisible
-        return [{IMAGES: np.ascontiguousarray(images[i: i + 1, :, : math.ceil(h / div) * div,
-                                                         : math.ceil(w / div) * div]),
+        return [{IMAGES: np.ascontiguousarray(images[i: i + 1, :, : padded_side(h, div), : padded_side(w, div)]),
                  IMAGE_SIZE: np.array([h, w], dtype=np.int64)} for i, (h, w) in enumerate(batch.image_sizes)]
 
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
