@@ -76,7 +76,7 @@ class StepModule(nn.Module):
 
 
 def autocast(device: torch.device, amp: str):
-    """The forward's precision context: ``amp`` is none | fp16 | bf16 (see ``train.check_amp``)."""
+    """The forward's precision context: ``amp`` is none | fp16 | bf16 (see ``train.check_precision_and_bn``)."""
     dtype = AMP_DTYPES.get(amp)
     return torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
 
@@ -313,10 +313,14 @@ class Trainer:
         return (self.val_data is not None and self.cfg.eval_every > 0 and epoch >= self.cfg.eval_start
                 and ((epoch - self.cfg.eval_start) % self.cfg.eval_every == 0 or epoch == self.cfg.epochs))
 
+    @property
+    def eval_model(self) -> nn.Module:
+        """What is evaluated (and has its BN statistics re-estimated): the EMA weights when on, else the model."""
+        return self.ema.module if self.ema is not None else self.model
+
     def evaluate(self):
-        """The validation result (rank 0; None elsewhere) of the EMA weights when on, else the model's."""
-        model = self.ema.module if self.ema is not None else self.model
-        result, _ = evaluate_model(model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
+        """The validation result (rank 0; None elsewhere) of ``eval_model``."""
+        result, _ = evaluate_model(self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
                                    self.config.data.workers, self.device, self.dist, self.config.eval.iou_thresh)
         return result
 
@@ -327,7 +331,7 @@ class Trainer:
         if self.cfg.precise_bn and (self._eval_due() or self.epoch + 1 == self.cfg.epochs):
             recompute_bn_statistics(self.model, self.train_loader.dataset.data, self.cfg.precise_bn,
                                     self.config.eval.batch_size, self.device, 0, self.dist,
-                                    target=self.ema.module if self.ema is not None else None)
+                                    target=self.eval_model)
         if self._eval_due():
             result = self.evaluate()
             score = torch.tensor([result.score if result is not None else 0.0], dtype=torch.float64,
