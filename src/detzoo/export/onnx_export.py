@@ -13,6 +13,7 @@ The class names, the pre-processing (input size, resize mode, mean, std) and wha
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 import torch
 
 from .. import __version__
+from ..data.loader import padded_side
 from ..data.transforms import Preprocess
 from ..models.detector import CANDIDATES, DETECTIONS, IMAGES, Detector, ExportGraph
 
@@ -88,19 +90,34 @@ def read_metadata(path: str | Path) -> OnnxMetadata:
     return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, path)
 
 
+def set_metadata(proto, metadata: OnnxMetadata) -> None:
+    """Replace the detzoo.* entries of an ONNX ModelProto."""
+    kept = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
+    del proto.metadata_props[:]
+    for key, value in [*kept, *metadata.to_props().items()]:
+        proto.metadata_props.add(key=key, value=value)
+
+
+def save_atomically(proto, path: Path) -> None:
+    """Write then rename: an interrupted write never leaves a half-written model at ``path``."""
+    import onnx
+
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_metadata(path: str | Path, metadata: OnnxMetadata) -> None:
     """Replace the detzoo.* entries of an ONNX file (atomically)."""
     import onnx
 
     path = Path(path)
     proto = onnx.load(str(path))
-    kept = [(p.key, p.value) for p in proto.metadata_props if not p.key.startswith(PREFIX)]
-    del proto.metadata_props[:]
-    for key, value in [*kept, *metadata.to_props().items()]:
-        proto.metadata_props.add(key=key, value=value)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    onnx.save(proto, str(tmp))
-    os.replace(tmp, path)
+    set_metadata(proto, metadata)
+    save_atomically(proto, path)
 
 
 def deform_conv2d_symbolic(g, input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h,
@@ -128,8 +145,7 @@ def example_input(preprocess: Preprocess, batch: int) -> torch.Tensor:
         height, width = preprocess.size
     else:  # a 3:4 image fitted into (short, long), padded like Collate pads
         height, width = preprocess.output_size(480, 640)
-        div = preprocess.size_divisible
-        height, width = -(-height // div) * div, -(-width // div) * div
+        height, width = (padded_side(side, preprocess.size_divisible) for side in (height, width))
     return torch.randn(batch, 3, height, width, generator=torch.Generator().manual_seed(0))
 
 
@@ -140,7 +156,7 @@ def dynamic_axes(graph: ExportGraph) -> dict[str, dict[int, str]]:
     return axes
 
 
-def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path,
+def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], path: str | Path | io.BytesIO,
                   input_names: list[str], output_names: list[str], dynamic_axes: dict, opset: int = OPSET) -> None:
     """torch.onnx's TorchScript exporter with detzoo's symbolics, without the warnings it always gives."""
     register_symbolics()
@@ -152,7 +168,7 @@ def trace_to_onnx(module: torch.nn.Module, inputs: tuple[torch.Tensor, ...], pat
                         "`torch.jit.script` is deprecated", "Exporting aten::index operator"):
             warnings.filterwarnings("ignore", message=f".*{message}")
         warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"torch\.onnx")
-        torch.onnx.export(module, inputs, str(path), dynamo=False, opset_version=opset, input_names=input_names,
+        torch.onnx.export(module, inputs, path if isinstance(path, io.BytesIO) else str(path), dynamo=False, opset_version=opset, input_names=input_names,
                           output_names=output_names, dynamic_axes=dynamic_axes)
 
 
@@ -168,15 +184,14 @@ def export_onnx(model: Detector, class_names: list[str], path: str | Path, in_gr
     graph.module.eval()
     sample = example_input(model.preprocess, 2 if graph.dynamic_batch else 1)
     inputs = (sample,) if graph.dynamic_batch else (sample, torch.tensor(sample.shape[-2:]))
+    import onnx
+
+    traced = io.BytesIO()  # traced in memory, written once with its metadata
+    trace_to_onnx(graph.module, inputs, traced, graph.input_names, graph.output_names, dynamic_axes(graph), opset)
+    proto = onnx.load_model_from_string(traced.getvalue())
+    metadata = OnnxMetadata(getattr(model, "zoo_name", type(model).__name__), list(class_names),
+                            model.preprocess, graph.outputs, graph.dynamic_batch, dict(graph.metadata))
+    set_metadata(proto, metadata)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        trace_to_onnx(graph.module, inputs, tmp, graph.input_names, graph.output_names, dynamic_axes(graph), opset)
-        metadata = OnnxMetadata(getattr(model, "zoo_name", type(model).__name__), list(class_names),
-                                model.preprocess, graph.outputs, graph.dynamic_batch, dict(graph.metadata))
-        write_metadata(tmp, metadata)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    save_atomically(proto, path)
     return graph, metadata
