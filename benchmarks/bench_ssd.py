@@ -61,6 +61,13 @@ def inference_times(model, tv, tv_size: int, batch: int) -> tuple[float, float]:
     return ours / batch * 1000, theirs / batch * 1000
 
 
+def descend(losses: dict[str, torch.Tensor], optimizer: torch.optim.Optimizer) -> None:
+    """One SGD step on the summed losses."""
+    optimizer.zero_grad()
+    sum(losses.values()).backward()
+    optimizer.step()
+
+
 def training_rates(model, tv, tv_size: int, batch: int = 8) -> tuple[float, float]:
     """Training images/s (forward, loss, backward, SGD step) on the same kind of batch."""
     size = model.preprocess.size
@@ -69,16 +76,10 @@ def training_rates(model, tv, tv_size: int, batch: int = 8) -> tuple[float, floa
     tv_targets = targets_for(batch, tv_size, offset=1)  # torchvision labels are 1-based
     ours_opt = torch.optim.SGD(model.parameters(), lr=1e-4, momentum=0.9)
     tv_opt = torch.optim.SGD(tv.parameters(), lr=1e-4, momentum=0.9)
-
-    def step(losses, optimizer):
-        optimizer.zero_grad()
-        sum(losses.values()).backward()
-        optimizer.step()
-
     model.train()
     tv.train()
-    ours, theirs = time_pair(lambda: step(model.compute_loss(images, targets), ours_opt),
-                             lambda: step(tv(tv_images, tv_targets), tv_opt), warmup=1,
+    ours, theirs = time_pair(lambda: descend(model.compute_loss(images, targets), ours_opt),
+                             lambda: descend(tv(tv_images, tv_targets), tv_opt), warmup=1,
                              repeats=max(2, ARGS.repeats // 2))
     model.eval()
     tv.eval()
@@ -93,13 +94,8 @@ def layout_rates(model, batch: int = 8) -> tuple[float, float]:
     images, targets = torch.randn(batch, 3, *size), targets_for(batch, size[0])
     images_nhwc = images.contiguous(memory_format=torch.channels_last)
     optimizers = [torch.optim.SGD(m.parameters(), lr=1e-4, momentum=0.9) for m in (model, nhwc)]
-
-    def step(m, x, optimizer):
-        optimizer.zero_grad()
-        sum(m.compute_loss(x, targets).values()).backward()
-        optimizer.step()
-
-    nchw_s, nhwc_s = time_pair(lambda: step(model, images, optimizers[0]), lambda: step(nhwc, images_nhwc, optimizers[1]),
+    nchw_s, nhwc_s = time_pair(lambda: descend(model.compute_loss(images, targets), optimizers[0]),
+                               lambda: descend(nhwc.compute_loss(images_nhwc, targets), optimizers[1]),
                                warmup=1, repeats=max(2, ARGS.repeats // 2))
     model.eval()
     return batch / nchw_s, batch / nhwc_s
