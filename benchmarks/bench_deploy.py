@@ -20,21 +20,21 @@ import onnxruntime
 import torch
 from common import machine, print_table, time_call
 
-from detzoo.config import DatasetSpec
+from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import read_dataset
-from detzoo.export.api import check_loader
+from detzoo.data.loader import inference_loader
+from detzoo.engine.inference import TorchBackend
 from detzoo.export.onnx_export import export_onnx
 from detzoo.export.quantize import quantize_model
-from detzoo.export.runtime import OnnxBackend
 from detzoo.models import create_model, list_models
-from detzoo.predict import TorchBackend
+from detzoo.predict.onnx_backend import OnnxBackend
 
 NUM_CLASSES = 80
 DEFAULT_DATA = Path(os.environ.get("DETZOO_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "coco128"
 
 
 def batch_of(data, preprocess, size: int):
-    return next(iter(check_loader(data, preprocess, batch_size=size)))
+    return next(iter(inference_loader(data, preprocess, batch_size=size)))
 
 
 def speeds(backend, batches) -> tuple[float, float]:

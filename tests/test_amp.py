@@ -10,8 +10,8 @@ from torch import nn
 from torchvision.ops import DeformConv2d
 
 from detzoo.cli import main
-from detzoo.config import ConfigError, load_config
-from detzoo.engine.distributed import DistInfo
+from detzoo.common.config import ConfigError, load_config
+from detzoo.common.distributed import DistInfo
 from detzoo.engine.train import check_precision_and_bn
 from detzoo.engine.trainer import autocast
 from detzoo.models import create_model, list_models

@@ -7,7 +7,7 @@ import shutil
 import pytest
 import torch
 
-from detzoo.config import AugmentConfig, DatasetSpec
+from detzoo.common.config import AugmentConfig, DatasetSpec
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import Collate, DetectionDataset
 from detzoo.data.records import DataError

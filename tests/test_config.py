@@ -1,6 +1,6 @@
 import pytest
 
-from detzoo.config import ConfigError, DatasetSpec, load_config, parse_override
+from detzoo.common.config import ConfigError, DatasetSpec, load_config, parse_override
 
 
 def test_recipe_loads_with_overrides():

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 import numpy as np
 import pytest
 
-from detzoo.config import DatasetSpec
+from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import detect_format, read_dataset, read_datasets
 from detzoo.data.writers import write_coco, write_txt
 

@@ -10,15 +10,15 @@ import torch
 from pycocotools.coco import COCO
 
 from detzoo.cli import main
-from detzoo.config import DatasetSpec, load_config
+from detzoo.common.checkpoints import model_payload
+from detzoo.common.config import DatasetSpec, load_config
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import Collate, DetectionDataset
 from detzoo.data.transforms import eval_transform, normalize
-from detzoo.engine.checkpoint import model_payload
 from detzoo.engine.precise_bn import recompute_bn_statistics
 from detzoo.evaluation.coco import run_cocoeval
-from detzoo.export.onnx_export import read_metadata
 from detzoo.models.weights import build_model
+from detzoo.predict.onnx_backend import read_metadata
 
 TRAIN_IMAGES = 8  # the model overfits these, so its mAP on them is far from zero
 

@@ -19,13 +19,13 @@ import pytest
 import torch
 
 from detzoo.cli import main
-from detzoo.config import DatasetSpec
+from detzoo.common.config import DatasetSpec
+from detzoo.common.distributed import DistInfo, global_normalizer
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import TrainBatchSampler
-from detzoo.engine.distributed import DistInfo, global_normalizer
 from detzoo.engine.evaluate import collect_detections, interleave, local_detections
+from detzoo.engine.inference import TorchBackend
 from detzoo.models import create_model
-from detzoo.predict import TorchBackend
 from fast_training import fast_args, load, max_difference, metrics_rows, start_cli, wait_for
 
 

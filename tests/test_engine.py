@@ -6,8 +6,10 @@ import pytest
 import torch
 from torch import nn
 
-from detzoo.config import TrainConfig, load_config
-from detzoo.engine.checkpoint import CheckpointError, atomic_save, load_checkpoint, remove_stale_temp_files
+from detzoo.common.checkpoints import atomic_save, load_checkpoint
+from detzoo.common.config import TrainConfig, load_config
+from detzoo.common.errors import CheckpointError
+from detzoo.common.files import remove_stale_temp_files
 from detzoo.engine.optim import WarmupSchedule, build_optimizer, parameter_groups, scaled_lr
 
 

@@ -11,17 +11,18 @@ import pytest
 import torch
 from torchvision.ops import DeformConv2d
 
-from detzoo.data.loader import Collate
+from detzoo.common.errors import ExportError
+from detzoo.data.loader import Collate, inference_loader
 from detzoo.data.transforms import normalize
-from detzoo.export.api import check_loader
+from detzoo.engine.inference import TorchBackend
 from detzoo.export.check import MAX_UNMATCHED, CheckResult, check_export, match_detections
-from detzoo.export.onnx_export import ExportError, export_onnx, read_metadata, trace_to_onnx
+from detzoo.export.onnx_export import export_onnx, trace_to_onnx
 from detzoo.export.quantize import float_nodes, name_nodes, quantize_model
-from detzoo.export.runtime import OnnxBackend
 from detzoo.models import Detector, create_model, list_models
 from detzoo.models.detector import CANDIDATES, DETECTIONS
 from detzoo.models.registry import model_options
-from detzoo.predict import Predictor, TorchBackend, list_images, unlabelled_data
+from detzoo.predict import Predictor, list_images, unlabelled_data
+from detzoo.predict.onnx_backend import OnnxBackend, read_metadata
 
 CLASSES = ["a", "b", "c"]
 TOLERANCE = 1e-3
@@ -42,7 +43,7 @@ def _realistic(model: Detector, paths) -> Detector:
         norm.momentum = None  # a plain average over the batches seen
     model.train()
     with torch.no_grad():
-        for batch in check_loader(unlabelled_data(list(paths), CLASSES), model.preprocess, batch_size=4):
+        for batch in inference_loader(unlabelled_data(list(paths), CLASSES), model.preprocess, batch_size=4):
             empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
                       "iscrowd": torch.zeros(0, dtype=torch.bool)} for _ in range(len(batch))]
             model.compute_loss(normalize(batch.images, model.preprocess), empty)
@@ -84,8 +85,8 @@ def exported(request, tmp_path_factory, images):
 
 def _batches(paths, preprocess):
     """A batch of one image and a batch of three."""
-    loaders = [check_loader(unlabelled_data(paths[:1], CLASSES), preprocess, batch_size=1),
-               check_loader(unlabelled_data(paths[1:4], CLASSES), preprocess, batch_size=3)]
+    loaders = [inference_loader(unlabelled_data(paths[:1], CLASSES), preprocess, batch_size=1),
+               inference_loader(unlabelled_data(paths[1:4], CLASSES), preprocess, batch_size=3)]
     return [batch for loader in loaders for batch in loader]
 
 

@@ -10,7 +10,7 @@ from torchvision.models.detection.backbone_utils import resnet_fpn_backbone
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops.misc import FrozenBatchNorm2d
 
-from detzoo.config import DatasetSpec, load_config
+from detzoo.common.config import DatasetSpec, load_config
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import DetectionDataset, TrainBatchSampler, read_image, train_loader
 from detzoo.data.transforms import eval_transform, normalize, train_transform

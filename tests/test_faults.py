@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from detzoo.cli import main
-from detzoo.engine.checkpoint import load_checkpoint
+from detzoo.common.checkpoints import load_checkpoint
 from detzoo.models import create_model
 from fast_training import fast_args, load, max_difference, metrics_rows, start_cli, wait_for
 
@@ -105,7 +105,7 @@ def test_a_crash_while_writing_a_checkpoint_keeps_the_previous_one(runs, shapes,
             raise OSError("injected: disk full")
         return real_save(obj, handle, *args, **kwargs)
 
-    monkeypatch.setattr("detzoo.engine.checkpoint.torch.save", save_then_crash)
+    monkeypatch.setattr("detzoo.common.checkpoints.torch.save", save_then_crash)
     with pytest.raises(OSError, match="injected"):
         main(fast_args(shapes, runs, "crash", *SETTINGS, "train.save_every_steps=4"))
     monkeypatch.undo()

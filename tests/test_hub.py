@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from detzoo.config import load_config
-from detzoo.engine.checkpoint import model_payload
+from detzoo.common.checkpoints import model_payload
+from detzoo.common.config import load_config
 from detzoo.models import create_model, list_models
 
 ROOT = Path(__file__).resolve().parents[1]

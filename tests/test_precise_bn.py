@@ -3,7 +3,7 @@ frozen (eval-mode) layers are left alone."""
 
 import torch
 
-from detzoo.config import DatasetSpec
+from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import Collate, DetectionDataset
 from detzoo.data.transforms import eval_transform, normalize

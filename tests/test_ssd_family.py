@@ -12,7 +12,7 @@ from torch import nn
 from torchvision.models.detection.anchor_utils import DefaultBoxGenerator
 from torchvision.models.detection.image_list import ImageList
 
-from detzoo.config import ConfigError
+from detzoo.common.config import ConfigError
 from detzoo.models import create_model, list_models
 from detzoo.models.backbones.mobilenet_v1 import MobileNetV1Features
 from detzoo.models.heads import prior_bias

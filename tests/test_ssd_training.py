@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from detzoo.cli import main
-from detzoo.config import load_config
+from detzoo.common.config import load_config
 from detzoo.data.loader import Batch
 from detzoo.data.transforms import normalize
 from detzoo.engine.trainer import StepModule, Trainer

@@ -12,9 +12,9 @@ from PIL import Image
 from torch import nn
 
 from detzoo.cli import main
-from detzoo.config import load_config
+from detzoo.common.config import load_config
+from detzoo.common.distributed import DistInfo
 from detzoo.engine import callbacks, trainer
-from detzoo.engine.distributed import DistInfo
 from detzoo.engine.ema import build_ema, ema_decay, ema_state, load_ema_state
 from detzoo.engine.train import feedback_callbacks
 from detzoo.evaluation import EvalResult

@@ -5,7 +5,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision import tv_tensors
 
-from detzoo.config import AugmentConfig
+from detzoo.common.config import AugmentConfig
 from detzoo.data.transforms import Preprocess, eval_transform, normalize, train_transform
 
 

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
+from detzoo.common.structures import Detections
 from detzoo.data.records import DetectionData, make_record
 from detzoo.evaluation import build_evaluator
 from detzoo.evaluation.voc import VOCEvaluator, average_precision
-from detzoo.structures import Detections
 
 CLASSES = ["a", "b", "c"]
 A1, A2, A3, B1 = [10, 10, 50, 50], [60, 60, 90, 90], [0, 0, 40, 40], [50, 0, 90, 40]

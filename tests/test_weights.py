@@ -4,7 +4,7 @@ import pytest
 import torch
 import torchvision
 
-from detzoo.config import load_config
+from detzoo.common.config import load_config
 from detzoo.engine.train import prepare_model
 from detzoo.models import create_model
 from detzoo.models.weights import WeightsError, load_backbone_weights, load_transfer_weights

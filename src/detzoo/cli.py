@@ -6,7 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from .config import ConfigError, DatasetSpec, load_config
+from .common.config import DatasetSpec, load_config
+from .common.errors import ConfigError
 
 
 def _dataset_spec(args) -> DatasetSpec:
@@ -54,10 +55,10 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .common.structures import write_coco_results
     from .data.formats import read_dataset
     from .evaluation import evaluate_detections
     from .predict import Predictor
-    from .structures import write_coco_results
 
     predictor = Predictor.from_file(args.model, device=args.device, batch_size=args.batch_size,
                                     workers=args.workers)
@@ -103,8 +104,8 @@ def cmd_export(args) -> int:
 
 def cmd_quantize(args) -> int:
     from .data.formats import read_dataset
-    from .export.onnx_export import read_metadata
     from .export.quantize import comparison_table, evaluate_onnx, quantize_model
+    from .predict.onnx_backend import read_metadata
 
     metadata = read_metadata(args.model)
     calibration = read_dataset(_dataset_spec(args), _classes(args), args.skip_bad)
@@ -225,20 +226,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data.records import DataError
-    from .engine.checkpoint import CheckpointError
-    from .engine.distributed import launched_by_torchrun, process_rank
-    from .engine.trainer import TrainingError, TrainingInterrupted
-    from .export.onnx_export import ExportError
-    from .models.weights import WeightsError
+    from .common.distributed import launched_by_torchrun, process_rank
+    from .common.errors import DetzooError
+    from .engine.trainer import TrainingInterrupted
 
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except TrainingInterrupted as exc:  # the trainer has already said where the state is and how to resume
         return exc.exit_code
-    except (ConfigError, DataError, CheckpointError, WeightsError, TrainingError, ExportError,
-            FileNotFoundError) as exc:
+    except (DetzooError, FileNotFoundError) as exc:
         where = f" (rank {process_rank()})" if launched_by_torchrun() else ""
         print(f"error{where}: {exc}", file=sys.stderr)
         return 2

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from .config import load_config
+from .common.config import load_config
 from .data.synthetic import make_shapes_dataset
 
 # Thousands of fresh images seen 3 times: hundreds seen 30 times were memorised (see configs/demo.yaml).
@@ -44,7 +44,7 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, .
     predictions = out / "predictions"
     for det in predictor.predict_paths(list_images(val_json.parent.parent / "val")[:8]):
         save_prediction(det.filter(0.3), predictions)
-    from .engine.checkpoint import load_checkpoint
+    from .common.checkpoints import load_checkpoint
 
     state = load_checkpoint(best)
     elapsed = time.time() - start

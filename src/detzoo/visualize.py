@@ -8,8 +8,9 @@ import torch
 from PIL import Image
 from torchvision.utils import draw_bounding_boxes
 
+from .common.files import write_json
+from .common.structures import Detections
 from .data.loader import decode_rgb
-from .structures import Detections, write_json
 
 PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6", "#bfef45",
            "#fabed4", "#469990", "#dcbeff", "#9a6324", "#800000", "#aaffc3", "#808000", "#000075"]

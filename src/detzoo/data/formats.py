@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DatasetSpec
+from ..common.config import DatasetSpec
 from .coco import read_coco
 from .records import DataError, DetectionData, Problems
 from .txt import read_txt

@@ -20,6 +20,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 
 from .records import DataError, DetectionData, ImageRecord
+from .transforms import Preprocess, eval_transform
 
 
 def read_image(record: ImageRecord) -> torch.Tensor:
@@ -214,10 +215,12 @@ def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_div
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible), **loader_kwargs(workers))
 
 
-def eval_loader(dataset: DetectionDataset, batch_size: int, size_divisible: int, workers: int,
-                rank: int = 0, world_size: int = 1) -> DataLoader:
-    """In-order batches; with several processes each takes every ``world_size``-th image (no padding,
+def inference_loader(data: DetectionData, preprocess: Preprocess, batch_size: int, workers: int = 0,
+                     rank: int = 0, world_size: int = 1) -> DataLoader:
+    """Batches of ``data`` resized for a model (no augmentation), for evaluation, prediction, precise BN and
+    export checks. In order; with several processes each takes every ``world_size``-th image (no padding,
     so nothing is evaluated twice)."""
+    dataset = DetectionDataset(data, eval_transform(preprocess))
     indices = list(range(rank, len(dataset), world_size))
     return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
-                      collate_fn=Collate(size_divisible), **loader_kwargs(workers))
+                      collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers))

@@ -8,13 +8,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from ..common.errors import DataError
+
 # A box may stick out of its image by this many pixels (rounding, 1-based VOC coordinates); it is clipped.
 # Beyond that the box is an error.
 BOX_TOLERANCE_PX = 2.0
-
-
-class DataError(ValueError):
-    """Bad input data; the message names the file (and line or object) and the problem."""
 
 
 @dataclass

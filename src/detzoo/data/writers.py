@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+from ..common.files import write_text
 from .records import DetectionData
 
 
@@ -45,7 +46,7 @@ def write_coco(data: DetectionData, out_path: Path) -> Path:
     """Write COCO JSON; ``file_name`` entries are relative to the returned image root."""
     root = common_image_root(data)
     coco = to_coco_dict(data, root, ignore_difficult=False)
-    _atomic_write(out_path, json.dumps(coco))
+    write_text(out_path, json.dumps(coco))
     return root
 
 
@@ -61,12 +62,5 @@ def write_txt(data: DetectionData, out_path: Path) -> Path:
         if " " in relative:
             raise ValueError(f"{record.path}: the TXT format cannot hold paths with spaces")
         lines.append(" ".join([relative, *objects]))
-    _atomic_write(out_path, "\n".join(lines) + "\n")
+    write_text(out_path, "\n".join(lines) + "\n")
     return root
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)

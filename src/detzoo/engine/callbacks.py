@@ -8,10 +8,10 @@ left alone) and written atomically (temporary file + rename) after every evaluat
 from __future__ import annotations
 
 import math
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..common.files import atomic_write
 from .trainer import Callback
 
 if TYPE_CHECKING:
@@ -65,12 +65,8 @@ def _plot(rows: list[dict], columns: list[str], title: str, ylabel: str, path: P
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        figure.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as handle:
+        figure.savefig(handle, format="png")
     return True
 
 

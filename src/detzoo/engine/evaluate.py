@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import torch
 
-from ..data.loader import DetectionDataset, eval_loader
+from ..common.distributed import DistInfo, all_gather_objects
+from ..common.structures import Detections
+from ..data.loader import inference_loader
 from ..data.records import DetectionData
-from ..data.transforms import eval_transform
 from ..evaluation import EvalResult, evaluate_detections
-from ..predict import TorchBackend, run_inference
-from ..structures import Detections
-from .distributed import DistInfo, all_gather_objects
+from .inference import TorchBackend, run_inference
 
 
 def interleave(parts: list[list[Detections]], total: int) -> list[Detections]:
@@ -35,9 +34,7 @@ def local_detections(backend, data: DetectionData, batch_size: int, workers: int
                      dist: DistInfo | None = None) -> list[Detections]:
     """The detections of this process's share of the images (all of them in a single process)."""
     dist = dist or DistInfo()
-    dataset = DetectionDataset(data, eval_transform(backend.preprocess), skip_bad=False)
-    loader = eval_loader(dataset, batch_size, backend.preprocess.size_divisible, workers,
-                         rank=dist.rank, world_size=dist.world_size)
+    loader = inference_loader(data, backend.preprocess, batch_size, workers, dist.rank, dist.world_size)
     return list(run_inference(backend, loader, data.class_names))
 
 

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import nn
 
-from ..config import TrainConfig
+from ..common.config import TrainConfig
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:

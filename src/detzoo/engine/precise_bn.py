@@ -11,10 +11,10 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ..data.loader import DetectionDataset, eval_loader
+from ..common.distributed import DistInfo, all_reduce_sum
+from ..data.loader import inference_loader
 from ..data.records import DetectionData
-from ..data.transforms import eval_transform, normalize
-from .distributed import DistInfo, all_reduce_sum
+from ..data.transforms import normalize
 
 
 @torch.no_grad()
@@ -40,8 +40,7 @@ def recompute_bn_statistics(model: nn.Module, data: DetectionData, batches: int,
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the batches below
     preprocess = model.preprocess
-    dataset = DetectionDataset(data, eval_transform(preprocess))
-    loader = eval_loader(dataset, batch_size, preprocess.size_divisible, workers, dist.rank, dist.world_size)
+    loader = inference_loader(data, preprocess, batch_size, workers, dist.rank, dist.world_size)
     try:
         for _, batch in zip(range(batches), loader):
             if len(batch):

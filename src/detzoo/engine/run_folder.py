@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import time
 from pathlib import Path
+
+from ..common.files import write_text
 
 
 def new_run_dir(output: str, name: str | None, model_name: str) -> Path:
@@ -43,6 +44,4 @@ class MetricsLog:
         writer = csv.DictWriter(buffer, fieldnames=columns, restval="")
         writer.writeheader()
         writer.writerows(self.rows)
-        tmp = self.path.with_name(f".{self.path.name}.tmp")
-        tmp.write_text(buffer.getvalue())
-        os.replace(tmp, self.path)
+        write_text(self.path, buffer.getvalue())

@@ -16,15 +16,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..config import Config, ConfigError, config_from_dict
+from ..common.checkpoints import load_checkpoint
+from ..common.config import Config, config_from_dict
+from ..common.errors import ConfigError
+from ..common.device import resolve_device
+from ..common.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
+from ..common.files import remove_stale_temp_files
 from ..data.formats import read_datasets
 from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
 from ..data.transforms import train_transform
 from ..models.weights import build_model, load_backbone_weights, load_transfer_weights
-from ..predict import resolve_device
 from .callbacks import PlotCurves, TensorBoardLogger, tensorboard_available
-from .checkpoint import load_checkpoint, remove_stale_temp_files
-from .distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
 from .ema import build_ema
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .run_folder import new_run_dir

@@ -24,23 +24,21 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..config import Config
+from ..common.checkpoints import atomic_save, model_payload
+from ..common.config import Config
+from ..common.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from ..common.errors import TrainingError
 from ..data.loader import Batch
 from ..data.records import DetectionData
 from ..data.transforms import normalize
-from .checkpoint import atomic_save, model_payload, restore_rng_states, rng_states
-from .distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from .ema import ema_state, load_ema_state
 from .evaluate import evaluate_model
 from .precise_bn import recompute_bn_statistics
+from .rng_state import restore_rng_states, rng_states
 from .run_folder import MetricsLog
 from .signals import StopRequest
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. the loss stays non-finite)."""
 
 
 class TrainingInterrupted(RuntimeError):

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from ..common.structures import Detections
 from ..data.records import DetectionData
-from ..structures import Detections
 
 
 @dataclass

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..config import DatasetSpec
+from ..common.config import DatasetSpec
+from ..common.errors import ExportError
 from ..data.formats import read_dataset
-from ..data.loader import DetectionDataset, eval_loader
+from ..data.loader import inference_loader
 from ..data.records import DataError, DetectionData
-from ..data.transforms import Preprocess, eval_transform
+from ..predict.onnx_backend import OnnxBackend
 from .check import CheckResult, check_export
-from .onnx_export import OPSET, ExportError, export_onnx
-from .runtime import OnnxBackend
+from .onnx_export import OPSET, export_onnx
 
 
 def default_output(checkpoint: str | Path) -> Path:
@@ -46,11 +46,6 @@ def images_to_check(source: str | Path | None, config, class_names: list[str], c
     return data
 
 
-def check_loader(data: DetectionData, preprocess: Preprocess, batch_size: int = 4):
-    dataset = DetectionDataset(data, eval_transform(preprocess))
-    return eval_loader(dataset, batch_size, preprocess.size_divisible, workers=0)
-
-
 def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, in_graph_nms: bool = False,
                       check_images: str | Path | None = None, check_count: int = 8, tolerance: float = 1e-3,
                       opset: int | None = None) -> tuple[Path, CheckResult]:
@@ -64,7 +59,7 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, in_
     graph, _ = export_onnx(loaded.model, loaded.class_names, out, in_graph_nms, opset or OPSET)
     try:
         backend = OnnxBackend(out, device="cpu")
-        result = check_export(graph, backend, check_loader(data, backend.preprocess), tolerance)
+        result = check_export(graph, backend, inference_loader(data, backend.preprocess, batch_size=4), tolerance)
         if not result.passed(tolerance, max(backend.preprocess.size)):
             raise ExportError(f"{out}: the export check failed (tolerance {tolerance:g}; the file was removed): "
                               f"{result.summary()}")

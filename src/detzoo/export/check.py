@@ -17,7 +17,7 @@ import torch
 
 from ..data.loader import Batch
 from ..models.detector import CANDIDATES, IMAGES, ExportGraph
-from .runtime import OnnxBackend, split_detections
+from ..predict.onnx_backend import OnnxBackend, split_detections
 
 MAX_UNMATCHED = 0.01
 

@@ -14,80 +14,19 @@ The class names, the pre-processing (input size, resize mode, mean, std) and wha
 from __future__ import annotations
 
 import io
-import json
-import os
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from .. import __version__
+from ..common.errors import ExportError
+from ..common.files import atomic_write
 from ..data.loader import padded_side
 from ..data.transforms import Preprocess
-from ..models.detector import CANDIDATES, DETECTIONS, IMAGES, Detector, ExportGraph
+from ..models.detector import CANDIDATES, IMAGES, Detector, ExportGraph
+from ..predict.onnx_backend import PREFIX, OnnxMetadata
 
 OPSET = 19  # the first with DeformConv (DCNv2 models); ONNX Runtime and OpenCV 5 load it
-PREFIX = "detzoo."
-FORMAT_VERSION = 1
-
-
-class ExportError(ValueError):
-    """An export failed its check, or a file is not a usable detzoo ONNX model (the message names it)."""
-
-
-@dataclass
-class OnnxMetadata:
-    """What makes an exported file self-describing."""
-
-    model: str  # zoo name
-    class_names: list[str]
-    preprocess: Preprocess
-    outputs: str  # CANDIDATES or DETECTIONS (models/detector.py)
-    dynamic_batch: bool
-    extra: dict = field(default_factory=dict)  # model-specific values, e.g. "postprocess" settings
-    precision: str = "fp32"
-
-    def to_props(self) -> dict[str, str]:
-        props = {"format": str(FORMAT_VERSION), "version": __version__, "model": self.model,
-                 "class_names": json.dumps(self.class_names), "preprocess": json.dumps(self.preprocess.to_dict()),
-                 "outputs": self.outputs, "dynamic_batch": json.dumps(self.dynamic_batch),
-                 "precision": self.precision}
-        props.update({key: json.dumps(value) for key, value in self.extra.items()})
-        return {PREFIX + key: value for key, value in props.items()}
-
-    @classmethod
-    def from_props(cls, props: dict[str, str], source: str | Path) -> OnnxMetadata:
-        own = {key.removeprefix(PREFIX): value for key, value in props.items() if key.startswith(PREFIX)}
-        if not own:
-            raise ExportError(f"{source}: not a detzoo ONNX model (no detzoo.* metadata); make one with "
-                              "`detzoo export CHECKPOINT`")
-        missing = [k for k in ("model", "class_names", "preprocess", "outputs", "dynamic_batch") if k not in own]
-        if missing:
-            raise ExportError(f"{source}: detzoo metadata lacks {', '.join(PREFIX + k for k in missing)}")
-        if own["outputs"] not in (CANDIDATES, DETECTIONS):
-            raise ExportError(f"{source}: unknown detzoo.outputs '{own['outputs']}'")
-        try:
-            known = {"format", "version", "model", "class_names", "preprocess", "outputs", "dynamic_batch",
-                     "precision"}
-            return cls(own["model"], json.loads(own["class_names"]), Preprocess.from_dict(json.loads(own["preprocess"])),
-                       own["outputs"], json.loads(own["dynamic_batch"]),
-                       {k: json.loads(v) for k, v in own.items() if k not in known}, own.get("precision", "fp32"))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise ExportError(f"{source}: unreadable detzoo metadata ({type(exc).__name__}: {exc})") from None
-
-
-def read_metadata(path: str | Path) -> OnnxMetadata:
-    import onnx
-
-    path = Path(path)
-    if not path.is_file():
-        raise ExportError(f"{path}: ONNX file not found")
-    try:
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors
-        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
-    return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, path)
 
 
 def set_metadata(proto, metadata: OnnxMetadata) -> None:
@@ -102,12 +41,8 @@ def save_atomically(proto, path: Path) -> None:
     """Write then rename: an interrupted write never leaves a half-written model at ``path``."""
     import onnx
 
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(path, "wb") as handle:
+        onnx.save(proto, handle)
 
 
 def write_metadata(path: str | Path, metadata: OnnxMetadata) -> None:

@@ -16,10 +16,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..common.errors import ExportError
+from ..data.loader import inference_loader
 from ..data.records import DetectionData
-from .api import check_loader
-from .onnx_export import ExportError, read_metadata, write_metadata
-from .runtime import OnnxBackend
+from ..predict.onnx_backend import OnnxBackend, read_metadata
+from .onnx_export import write_metadata
 
 WEIGHT_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 BOX_INPUTS = {"NonMaxSuppression": (0, 1), "RoiAlign": (1, 2), "TopK": (0, 1)}  # inputs that carry boxes/ranks
@@ -36,7 +37,7 @@ class CalibrationImages:
         self.rewind()
 
     def rewind(self) -> None:
-        loader = check_loader(self.data, self.backend.preprocess, batch_size=1)
+        loader = inference_loader(self.data, self.backend.preprocess, batch_size=1)
         self._inputs = (inputs for batch in loader for inputs in self.backend.graph_inputs(batch))
 
     def get_next(self) -> dict | None:

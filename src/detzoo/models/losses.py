@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import sigmoid_focal_loss
 
-from ..engine.distributed import global_normalizer
+from ..common.distributed import global_normalizer
 from .box_coder import BoxCoder
 from .matching import BACKGROUND, IGNORE, match_anchors
 

@@ -6,7 +6,7 @@ import difflib
 import inspect
 from collections.abc import Callable
 
-from ..config import ConfigError
+from ..common.errors import ConfigError
 from .detector import Detector
 
 _MODELS: dict[str, Callable[..., Detector]] = {}

@@ -13,13 +13,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..config import Config, config_from_dict
-from ..engine.checkpoint import load_checkpoint
+from ..common.checkpoints import load_checkpoint
+from ..common.config import Config, config_from_dict
+from ..common.errors import WeightsError
 from .registry import create_model
-
-
-class WeightsError(ValueError):
-    """A weights file does not fit the model; the message lists what is missing or unexpected."""
 
 
 @dataclass

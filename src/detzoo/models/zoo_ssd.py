@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from torch import nn
 
-from ..config import ConfigError
+from ..common.errors import ConfigError
 from ..data.transforms import Preprocess
 from .anchors import (
     multiscale_anchors,

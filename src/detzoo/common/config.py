@@ -9,6 +9,7 @@ against the schema. YAML is read with ``yaml.safe_load`` only, and override valu
 from __future__ import annotations
 
 import dataclasses
+import importlib.resources
 import difflib
 import types
 import typing
@@ -18,11 +19,11 @@ from typing import Any
 
 import yaml
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+from .errors import ConfigError
 
-
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message says where and why."""
+# The zoo recipes ship inside the package (so a pip-installed detzoo has them); the checkout's `configs/` is a
+# link to this folder. A `./configs` folder in the working directory is looked in first.
+CONFIG_DIR = Path(str(importlib.resources.files("detzoo") / "configs"))
 
 
 def choice(default: Any, *choices: Any) -> Any:
@@ -152,7 +153,8 @@ class Config:
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """A path to a YAML file, or a zoo name such as ``ssd300_mobilenetv2`` found in ``configs/``."""
+    """A path to a YAML file, or a zoo name such as ``ssd300_mobilenetv2``: ``./configs/<name>.yaml`` if there
+    is one, else the recipe shipped with the package."""
     path = Path(name_or_path)
     if path.is_file():
         return path
@@ -162,7 +164,7 @@ def resolve_config_path(name_or_path: str | Path) -> Path:
             return candidate
     known = sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")) if CONFIG_DIR.is_dir() else []
     hint = _suggest(str(name_or_path), known)
-    raise ConfigError(f"config '{name_or_path}' not found (not a file, not in configs/){hint}")
+    raise ConfigError(f"config '{name_or_path}' not found (not a file, not in ./configs/ or the zoo's recipes){hint}")
 
 
 def read_yaml(path: Path) -> dict[str, Any]:

@@ -3,13 +3,13 @@ function that writes them as COCO-style JSON."""
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+
+from .files import write_json
 
 
 @dataclass
@@ -53,16 +53,6 @@ class Detections:
                                 "class_name": self.class_names[label]}
                                for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(),
                                                             self.labels.tolist())]}
-
-
-def write_json(obj, path: Path) -> Path:
-    """Write JSON atomically (temporary file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj))
-    os.replace(tmp, path)
-    return path
 
 
 def write_coco_results(detections: Iterable[Detections], category_ids: list[int], path: Path) -> Path:

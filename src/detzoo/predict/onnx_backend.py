@@ -1,6 +1,7 @@
 """ONNX Runtime as a Predictor backend: the same uint8 ``Batch`` in, the same per-image
-``{boxes, scores, labels}`` in input pixels out as ``predict.TorchBackend``, so resizing, normalising,
-batching, rescaling and evaluation are the Predictor's shared code.
+``{boxes, scores, labels}`` in input pixels out as ``engine.inference.TorchBackend``, so resizing, normalising,
+batching, rescaling and evaluation are the Predictor's shared code. ``OnnxMetadata`` is what a detzoo ONNX file
+says about itself (``detzoo.*`` metadata entries): the exporter writes it, this backend reads it.
 
 A ``candidates`` graph returns boxes and scores for every anchor; the backend then runs the model's own
 ``Postprocess.select`` (built from the file's metadata). A ``detections`` graph already ends with NMS.
@@ -10,16 +11,76 @@ batch of one and given its size before padding, as ``detect`` is given ``image_s
 
 from __future__ import annotations
 
+import json
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from .. import __version__
+from ..common.errors import ExportError
 from ..data.loader import Batch, padded_side
-from ..data.transforms import normalize
-from ..models.detector import CANDIDATES, IMAGE_SIZE, IMAGES
+from ..data.transforms import Preprocess, normalize
+from ..models.detector import CANDIDATES, DETECTIONS, IMAGE_SIZE, IMAGES
 from ..models.postprocess import Postprocess
-from .onnx_export import ExportError, OnnxMetadata
+
+PREFIX = "detzoo."
+FORMAT_VERSION = 1
+
+
+@dataclass
+class OnnxMetadata:
+    """What makes an exported file self-describing."""
+
+    model: str  # zoo name
+    class_names: list[str]
+    preprocess: Preprocess
+    outputs: str  # CANDIDATES or DETECTIONS (models/detector.py)
+    dynamic_batch: bool
+    extra: dict = field(default_factory=dict)  # model-specific values, e.g. "postprocess" settings
+    precision: str = "fp32"
+
+    def to_props(self) -> dict[str, str]:
+        props = {"format": str(FORMAT_VERSION), "version": __version__, "model": self.model,
+                 "class_names": json.dumps(self.class_names), "preprocess": json.dumps(self.preprocess.to_dict()),
+                 "outputs": self.outputs, "dynamic_batch": json.dumps(self.dynamic_batch),
+                 "precision": self.precision}
+        props.update({key: json.dumps(value) for key, value in self.extra.items()})
+        return {PREFIX + key: value for key, value in props.items()}
+
+    @classmethod
+    def from_props(cls, props: dict[str, str], source: str | Path) -> OnnxMetadata:
+        own = {key.removeprefix(PREFIX): value for key, value in props.items() if key.startswith(PREFIX)}
+        if not own:
+            raise ExportError(f"{source}: not a detzoo ONNX model (no detzoo.* metadata); make one with "
+                              "`detzoo export CHECKPOINT`")
+        missing = [k for k in ("model", "class_names", "preprocess", "outputs", "dynamic_batch") if k not in own]
+        if missing:
+            raise ExportError(f"{source}: detzoo metadata lacks {', '.join(PREFIX + k for k in missing)}")
+        if own["outputs"] not in (CANDIDATES, DETECTIONS):
+            raise ExportError(f"{source}: unknown detzoo.outputs '{own['outputs']}'")
+        try:
+            known = {"format", "version", "model", "class_names", "preprocess", "outputs", "dynamic_batch",
+                     "precision"}
+            return cls(own["model"], json.loads(own["class_names"]), Preprocess.from_dict(json.loads(own["preprocess"])),
+                       own["outputs"], json.loads(own["dynamic_batch"]),
+                       {k: json.loads(v) for k, v in own.items() if k not in known}, own.get("precision", "fp32"))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ExportError(f"{source}: unreadable detzoo metadata ({type(exc).__name__}: {exc})") from None
+
+
+def read_metadata(path: str | Path) -> OnnxMetadata:
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise ExportError(f"{path}: ONNX file not found")
+    try:
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors
+        raise ExportError(f"{path}: not a readable ONNX file ({type(exc).__name__}: {exc})") from None
+    return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, path)
 
 
 def session_options(threads: int | None = None):
