@@ -12,6 +12,7 @@ import torch
 from ..common.structures import Detections
 from ..data.loader import Batch
 from ..data.transforms import Preprocess, normalize
+from ..models.selection import SelectOptions, select_with
 
 
 class TorchBackend:
@@ -23,17 +24,19 @@ class TorchBackend:
         self.preprocess: Preprocess = model.preprocess
 
     @torch.inference_mode()
-    def __call__(self, batch: Batch) -> list[dict]:
+    def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
         images = normalize(batch.images.to(self.device), self.preprocess)
-        return self.model.detect(images, batch.image_sizes)
+        return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
 
 
-def run_inference(backend, loader: Iterable[Batch], class_names: list[str]) -> Iterator[Detections]:
-    """Detections in original-image pixels for every image the loader yields."""
+def run_inference(backend, loader: Iterable[Batch], class_names: list[str],
+                  options: SelectOptions | None = None) -> Iterator[Detections]:
+    """Detections in original-image pixels for every image the loader yields (``options``: the selection
+    settings for this run, the model's own where None)."""
     for batch in loader:
         if len(batch) == 0:
             continue
-        outputs = backend(batch)
+        outputs = backend(batch, options)
         for target, (height, width), output in zip(batch.targets, batch.image_sizes, outputs):
             orig_h, orig_w = target["orig_size"]
             yield Detections.from_output(output, (orig_w / width, orig_h / height), class_names,

@@ -3,6 +3,7 @@
 - ``preprocess``: how inputs are resized and normalised (done outside the model).
 - ``compute_loss(images, targets) -> dict of losses`` in training.
 - ``detect(images, image_sizes) -> list of {boxes, scores, labels}`` in input-image pixels.
+- ``selection``: the module holding the score threshold, NMS IoU and detections cap (``models/selection.py``).
 - ``backbone``: the part ``train.freeze=backbone`` freezes and ImageNet weights load into.
 - ``export_graph(in_graph_nms) -> ExportGraph``: the module the ONNX exporter traces and what its outputs
   are. The default is the whole ``detect`` on one image of any size (two-stage models); single-stage models
@@ -22,6 +23,7 @@ IMAGES = "images"  # the graph inputs
 IMAGE_SIZE = "image_size"
 CANDIDATES = "candidates"  # outputs boxes [N,A,4] + scores [N,A,K]; the runtime runs Postprocess.select
 DETECTIONS = "detections"  # outputs batch_index [M], boxes [M,4], scores [M], labels [M]: final detections
+SELECTION_KEYS = ("score_thresh", "nms_thresh", "detections_per_img")
 
 
 @dataclass
@@ -70,6 +72,14 @@ class Detector(nn.Module):
     def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
         raise NotImplementedError
 
+    @property
+    def selection(self) -> nn.Module:
+        """The module holding the selection settings ``score_thresh``, ``nms_thresh`` and ``detections_per_img``
+        (``models.selection`` overrides them per call)."""
+        raise NotImplementedError
+
     def export_graph(self, in_graph_nms: bool = False) -> ExportGraph:
-        """The whole model on one image of any size (NMS is always inside)."""
-        return ExportGraph(WholeDetector(self), DETECTIONS, dynamic_batch=False)
+        """The whole model on one image of any size (NMS is always inside, with the selection settings it was
+        exported with, which the metadata records)."""
+        return ExportGraph(WholeDetector(self), DETECTIONS, dynamic_batch=False,
+                           metadata={"postprocess": {k: getattr(self.selection, k) for k in SELECTION_KEYS}})

@@ -36,6 +36,10 @@ class FasterRCNN(Detector):
         self.preprocess = preprocess
         self.num_classes = num_classes
 
+    @property
+    def selection(self) -> RoIHeads:
+        return self.roi_heads
+
     def _image_list(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None) -> ImageList:
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
         if len(sizes) != images.shape[0]:

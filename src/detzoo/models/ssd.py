@@ -56,6 +56,10 @@ class SSD(Detector):
         return self.key_map(state) if self.key_map is not None else state
 
     @property
+    def selection(self) -> Postprocess:
+        return self.postprocess
+
+    @property
     def score_kind(self) -> str:
         return self.loss.kind
 

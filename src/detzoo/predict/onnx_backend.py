@@ -19,11 +19,12 @@ import numpy as np
 import torch
 
 from .. import __version__
-from ..common.errors import ExportError
+from ..common.errors import ConfigError, ExportError
 from ..data.loader import Batch, padded_side
 from ..data.transforms import Preprocess, normalize
 from ..models.detector import CANDIDATES, DETECTIONS, IMAGE_SIZE, IMAGES
 from ..models.postprocess import Postprocess
+from ..models.selection import SelectOptions, apply_to_final, select_with
 
 PREFIX = "detzoo."
 FORMAT_VERSION = 1
@@ -143,14 +144,23 @@ class OnnxBackend:
     def run(self, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
         return self.session.run(self.output_names, inputs)
 
-    def __call__(self, batch: Batch) -> list[dict]:
+    def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
         runs = [self.run(inputs) for inputs in self.graph_inputs(batch)]
         if self.postprocess is not None:
             boxes, scores = (torch.from_numpy(np.concatenate(parts)) for parts in zip(*runs))
-            return self.postprocess.select(boxes, scores, batch.image_sizes)
+            return select_with(self.postprocess, options,
+                               lambda: self.postprocess.select(boxes, scores, batch.image_sizes))
         if self.metadata.dynamic_batch:
-            return split_detections(runs[0], len(batch))
-        return [split_detections(run, 1)[0] for run in runs]
+            outputs = split_detections(runs[0], len(batch))
+        else:
+            outputs = [split_detections(run, 1)[0] for run in runs]
+        if options is None:
+            return outputs
+        baked = self.metadata.extra.get("postprocess")
+        if baked is None:
+            raise ConfigError(f"{self.path} does not record the settings its NMS ran with (exported by an older "
+                              "detzoo); export it again to choose score, IoU or cap at prediction time")
+        return [apply_to_final(output, options, baked, str(self.path)) for output in outputs]
 
 
 def split_detections(outputs: list[np.ndarray], num_images: int) -> list[dict]:

@@ -13,11 +13,12 @@ import torch
 
 from ..common.device import resolve_device
 from ..common.structures import Detections
-from ..data.loader import inference_loader
+from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
 from ..data.voc import IMAGE_SUFFIXES
 from ..engine.inference import TorchBackend, run_inference
+from ..models.selection import SelectOptions
 
 
 def list_images(source: str | Path) -> list[Path]:
@@ -42,11 +43,24 @@ def unlabelled_data(paths: list[Path], class_names: list[str]) -> DetectionData:
 
 
 class Predictor:
-    def __init__(self, backend, class_names: list[str], batch_size: int = 8, workers: int = 0):
+    """``options`` are the selection settings of every call (score threshold, NMS IoU, cap, classes; the
+    model's own where None); a call may pass its own, whose unset values fall back to these."""
+
+    def __init__(self, backend, class_names: list[str], batch_size: int = 8, workers: int = 0,
+                 options: SelectOptions | None = None):
         self.backend = backend
         self.class_names = class_names
         self.batch_size = batch_size
         self.workers = workers
+        self.options = self._checked(options)
+
+    def _checked(self, options: SelectOptions | None) -> SelectOptions | None:
+        if options is not None:
+            options.check_labels(len(self.class_names))
+        return options
+
+    def _options(self, options: SelectOptions | None) -> SelectOptions | None:
+        return self._checked(options).with_defaults(self.options) if options is not None else self.options
 
     @property
     def preprocess(self) -> Preprocess:
@@ -76,18 +90,16 @@ class Predictor:
     def loader(self, data: DetectionData):
         return inference_loader(data, self.preprocess, self.batch_size, self.workers)
 
-    def predict_data(self, data: DetectionData) -> Iterator[Detections]:
-        return run_inference(self.backend, self.loader(data), self.class_names)
+    def predict_data(self, data: DetectionData, options: SelectOptions | None = None) -> Iterator[Detections]:
+        return run_inference(self.backend, self.loader(data), self.class_names, self._options(options))
 
-    def predict_paths(self, paths: list[Path]) -> Iterator[Detections]:
-        return self.predict_data(unlabelled_data(paths, self.class_names))
+    def predict_paths(self, paths: list[Path], options: SelectOptions | None = None) -> Iterator[Detections]:
+        return self.predict_data(unlabelled_data(paths, self.class_names), options)
 
-    def predict_tensor(self, image: torch.Tensor) -> Detections:
-        """One decoded uint8 RGB image [3,H,W] (e.g. from an upload) -> Detections."""
-        from ..data.loader import Collate
-
-        height, width = image.shape[-2:]
-        resized = eval_transform(self.preprocess)(image)
-        batch = Collate(self.preprocess.size_divisible)([(resized, {"orig_size": (height, width), "image_id": 0,
-                                                                     "path": None})])
-        return next(run_inference(self.backend, [batch], self.class_names))
+    def predict_images(self, images: list[torch.Tensor], options: SelectOptions | None = None) -> list[Detections]:
+        """Decoded uint8 RGB images [3,H,W] (uploads, video frames) -> their Detections, as one batch."""
+        resize = eval_transform(self.preprocess)
+        samples = [(resize(image), {"orig_size": tuple(image.shape[-2:]), "image_id": i, "path": None})
+                   for i, image in enumerate(images)]
+        batch = Collate(self.preprocess.size_divisible)(samples)
+        return list(run_inference(self.backend, [batch], self.class_names, self._options(options)))
