@@ -10,7 +10,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .records import DataError, DetectionData, Problems, make_record, require_image_file
+from .problems import Problems
+from .records import DataError, DetectionData, make_record, require_image_file
 
 
 def guess_image_root(json_path: Path) -> Path:
@@ -39,6 +40,17 @@ def load_json(path: Path) -> dict:
     if not isinstance(data.get("annotations", []), list):
         raise DataError(f"{path}: 'annotations' must be a list")
     return data
+
+
+def _xyxy(bbox, where: str) -> list[float]:
+    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``; DataError when it is not four numbers."""
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        raise DataError(f"{where}: 'bbox' must be [x, y, w, h], got {bbox!r}")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: 'bbox' {bbox!r} has a non-numeric value") from None
+    return [x, y, x + w, y + h]
 
 
 def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] | None,
@@ -76,26 +88,28 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
         try:
             path = root / file_name
             require_image_file(path, origin)
-            boxes, labels, crowd, difficult, what_list = [], [], [], [], []
-            for index, ann in per_image.get(image_id, []):
-                what = f"annotation id {ann.get('id', '#' + str(index))}"
-                bbox = ann.get("bbox")
-                if not (isinstance(bbox, list) and len(bbox) == 4):
-                    raise DataError(f"{origin}: {what}: 'bbox' must be [x, y, w, h], got {bbox!r}")
-                cid = ann.get("category_id")
-                if cid not in label_of_id:
-                    raise DataError(f"{origin}: {what}: unknown category_id {cid!r}")
-                x, y, w, h = (float(v) for v in bbox)
-                boxes.append([x, y, x + w, y + h])
-                labels.append(label_of_id[cid])
-                crowd.append(bool(ann.get("iscrowd", 0)))
-                difficult.append(bool(ann.get("difficult", 0)))
-                what_list.append(what)
-            records.append(make_record(path, width, height, boxes, labels, origin, image_id,
-                                       iscrowd=crowd, difficult=difficult,
-                                       object_names=what_list))
         except DataError as exc:
             problems.bad(str(exc))
+            continue
+        boxes, labels, crowd, difficult, what_list = [], [], [], [], []
+        for index, ann in per_image.get(image_id, []):
+            what = f"annotation id {ann.get('id', '#' + str(index))}"
+            cid = ann.get("category_id")
+            try:
+                box = _xyxy(ann.get("bbox"), f"{origin}: {what}")
+                if cid not in label_of_id:
+                    raise DataError(f"{origin}: {what}: unknown category_id {cid!r}")
+            except DataError as exc:
+                problems.bad_object(str(exc))
+                continue
+            boxes.append(box)
+            labels.append(label_of_id[cid])
+            crowd.append(bool(ann.get("iscrowd", 0)))
+            difficult.append(bool(ann.get("difficult", 0)))
+            what_list.append(what)
+        records.append(make_record(path, width, height, boxes, labels, origin, image_id, iscrowd=crowd,
+                                   difficult=difficult, object_names=what_list, problems=problems,
+                                   annotation_file=json_path.name))
     return DetectionData(records, list(names), str(json_path), "coco",
                          category_ids=[cat_ids[cat_names.index(n)] if n in cat_names else i + 1
                                        for i, n in enumerate(names)],

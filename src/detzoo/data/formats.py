@@ -6,7 +6,8 @@ from pathlib import Path
 
 from ..common.config import DatasetSpec
 from .coco import read_coco
-from .records import DataError, DetectionData, Problems
+from .problems import Problems
+from .records import DataError, DetectionData
 from .txt import read_txt
 from .voc import is_vocdevkit, read_voc
 from .yolo import is_yolo_folder, read_yolo
@@ -63,9 +64,10 @@ def read_dataset(spec: DatasetSpec, class_names: list[str] | None = None, skip_b
         data = read_yolo(path, spec.split, class_names, problems)
     else:
         raise DataError(f"{path}: unknown dataset format '{fmt}' (one of {', '.join(FORMATS)})")
-    data.skipped = problems.skipped
-    if problems.skipped:
-        print(f"warning: {path}: skipped {problems.skipped} bad sample(s), e.g. {problems.examples[0]}")
+    data.skipped, data.skipped_objects = problems.skipped, problems.skipped_objects
+    data.dropped_boxes, data.clipped_boxes = len(problems.dropped), len(problems.clipped)
+    for line in problems.summary():
+        print(f"warning: {path}: {line}")
     return data
 
 
@@ -82,6 +84,9 @@ def read_datasets(specs: list[DatasetSpec], class_names: list[str] | None = None
             record.image_id += offset
         first.records.extend(more.records)
         first.skipped += more.skipped
+        first.skipped_objects += more.skipped_objects
+        first.dropped_boxes += more.dropped_boxes
+        first.clipped_boxes += more.clipped_boxes
         first.coco_json = None
         first.source += f" + {more.source}"
     return first

@@ -10,15 +10,8 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
-from .records import (
-    DataError,
-    DetectionData,
-    Problems,
-    class_index,
-    image_size,
-    make_record,
-    require_image_file,
-)
+from .problems import Problems
+from .records import DataError, DetectionData, class_index, image_size, make_record, require_image_file
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 
@@ -95,13 +88,14 @@ def read_voc(folder: Path, split: str | None, class_names: list[str] | None, pro
     records = []
     for image_id, (xml_path, image_folder, root) in enumerate(parsed):
         try:
-            records.append(_record(xml_path, image_folder, root, names, image_id))
+            records.append(_record(xml_path, image_folder, root, names, image_id, problems))
         except DataError as exc:
             problems.bad(str(exc))
     return DetectionData(records, list(names), str(folder), "voc")
 
 
-def _record(xml_path: Path, image_folder: Path, root: ET.Element, names: list[str], image_id: int):
+def _record(xml_path: Path, image_folder: Path, root: ET.Element, names: list[str], image_id: int,
+            problems: Problems):
     image_path = _find_image(xml_path, image_folder, root)
     require_image_file(image_path, str(xml_path))
     size = root.find("size")
@@ -111,15 +105,20 @@ def _record(xml_path: Path, image_folder: Path, root: ET.Element, names: list[st
         width, height = image_size(image_path, str(xml_path))
     boxes, labels, difficult, what = [], [], [], []
     for index, obj in enumerate(root.iter("object")):
-        where = f"{xml_path}: object {index}"
-        name = _text(obj, "name", where)
-        where = f"{xml_path}: object {index} ('{name}')"
-        box = obj.find("bndbox")
-        if box is None:
-            raise DataError(f"{where}: missing <bndbox>")
-        boxes.append([_number(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax")])
-        labels.append(class_index(names, name, where))
+        try:
+            name = _text(obj, "name", f"{xml_path}: object {index}")
+            where = f"{xml_path}: object {index} ('{name}')"
+            box = obj.find("bndbox")
+            if box is None:
+                raise DataError(f"{where}: missing <bndbox>")
+            coordinates = [_number(box, tag, where) for tag in ("xmin", "ymin", "xmax", "ymax")]
+            label = class_index(names, name, where)
+        except DataError as exc:
+            problems.bad_object(str(exc))
+            continue
+        boxes.append(coordinates)
+        labels.append(label)
         difficult.append(obj.findtext("difficult", "0").strip() in ("1", "true", "True"))
         what.append(f"object {index} ('{name}')")
     return make_record(image_path, width, height, boxes, labels, str(xml_path), image_id,
-                       difficult=difficult, object_names=what)
+                       difficult=difficult, object_names=what, problems=problems, annotation_file=xml_path.name)
