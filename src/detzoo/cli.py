@@ -18,7 +18,7 @@ def _add_dataset_args(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--data", required=required, help="dataset: COCO json/folder, VOC folder, TXT file or "
                                                           "YOLO folder")
     parser.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "txt", "yolo"])
-    parser.add_argument("--images", help="image root (COCO json, TXT); guessed when left out")
+    parser.add_argument("--images", help="image root (COCO json, TXT, VOC XML); guessed when left out")
     parser.add_argument("--split", help="VOCdevkit ImageSets/Main split, COCO instances_<split>, YOLO split")
     parser.add_argument("--classes", help="comma-separated class names (VOC, TXT, YOLO)")
 

@@ -9,7 +9,7 @@ from .coco import read_coco
 from .problems import Problems
 from .records import DataError, DetectionData
 from .txt import read_txt
-from .voc import is_vocdevkit, read_voc
+from .voc import is_vocdevkit, read_voc, voc_xml_folder
 from .yolo import is_yolo_folder, read_yolo
 
 FORMATS = ("coco", "voc", "txt", "yolo")
@@ -30,7 +30,7 @@ def detect_format(path: Path) -> str:
         return "yolo"
     if (path / "annotations").is_dir() and any((path / "annotations").glob("instances_*.json")):
         return "coco"
-    if any(path.glob("*.xml")):
+    if voc_xml_folder(path) is not None:
         return "voc"
     raise DataError(f"{path}: no COCO annotations/, VOC XML, YOLO images/+labels/ or TXT list found here")
 
@@ -57,7 +57,7 @@ def read_dataset(spec: DatasetSpec, class_names: list[str] | None = None, skip_b
     if fmt == "coco":
         data = read_coco(_coco_file(path, spec.split), images, class_names, problems)
     elif fmt == "voc":
-        data = read_voc(path, spec.split, class_names, problems)
+        data = read_voc(path, spec.split, class_names, problems, images)
     elif fmt == "txt":
         data = read_txt(path, images, class_names, problems)
     elif fmt == "yolo":
