@@ -1,7 +1,7 @@
 """COCO JSON reader: ``annotations/instances_<split>.json`` + an image folder.
 
-Category ids (1..90, not contiguous) map to labels 0..K-1 in id order; ``category_ids`` maps them back when
-results are written. ``iscrowd`` boxes are kept and flagged (ignore regions for evaluation).
+Category ids (1..90, not contiguous) map to labels 0..K-1 in id order, or by name to given classes (a
+model's: its order, a subset or the same set); ``category_ids`` maps them back when results are written. ``iscrowd`` boxes are kept and flagged (ignore regions for evaluation).
 """
 
 from __future__ import annotations
@@ -66,7 +66,8 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
     if class_names is not None and class_names != cat_names:
         unknown = [n for n in cat_names if n not in class_names]
         if unknown:
-            raise DataError(f"{json_path}: categories {unknown} are not among the classes {class_names}")
+            raise DataError(f"{json_path}: categories {unknown} are not among the {len(class_names)} classes "
+                            f"given (data.classes, or the model's): {', '.join(class_names)}")
     names = class_names if class_names is not None else cat_names
     label_of_id = {cid: names.index(name) for cid, name in zip(cat_ids, cat_names)}
 
@@ -111,6 +112,12 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
                                    difficult=difficult, object_names=what_list, problems=problems,
                                    annotation_file=json_path.name))
     return DetectionData(records, list(names), str(json_path), "coco",
-                         category_ids=[cat_ids[cat_names.index(n)] if n in cat_names else i + 1
-                                       for i, n in enumerate(names)],
-                         coco_json=json_path if class_names in (None, cat_names) else None)
+                         category_ids=category_ids_by_name(names, cat_names, cat_ids), coco_json=json_path)
+
+
+def category_ids_by_name(names: list[str], cat_names: list[str], cat_ids: list[int]) -> list[int]:
+    """The COCO id of each class, matched by name: the file's id for its categories, fresh ids after the
+    file's largest for classes it does not have, so no two classes share an id (and no detection of a class
+    missing from the file is scored as another class)."""
+    fresh = iter(range(max(cat_ids, default=0) + 1, max(cat_ids, default=0) + 1 + len(names)))
+    return [cat_ids[cat_names.index(name)] if name in cat_names else next(fresh) for name in names]

@@ -1,6 +1,6 @@
 """YOLO labels: ``images/[split/]*.jpg`` + ``labels/[split/]*.txt`` with normalised ``cls cx cy w h`` lines
 (0-based classes). Class names come from the config, else ``classes.txt`` or a ``data.yaml`` ``names:`` entry
-in the dataset folder. An image without a label file has no objects.
+in the dataset folder; when both exist, the folder's classes are matched to the config's by name. An image without a label file has no objects.
 """
 
 from __future__ import annotations
@@ -32,10 +32,18 @@ def yolo_class_names(folder: Path) -> list[str] | None:
 
 
 def read_yolo(folder: Path, split: str | None, class_names: list[str] | None, problems: Problems) -> DetectionData:
-    names = class_names or yolo_class_names(folder)
+    file_names = yolo_class_names(folder)
+    names = class_names or file_names
     if not names:
         raise DataError(f"{folder}: YOLO labels need class names: set data.classes, or add classes.txt "
                         "or data.yaml with 'names:'")
+    label_of_number = list(range(len(names)))  # the label of each class number in the label files
+    if class_names and file_names and file_names != class_names:  # map the folder's own names by name
+        unknown = [n for n in file_names if n not in class_names]
+        if unknown:
+            raise DataError(f"{folder}: classes {unknown} of its classes.txt/data.yaml are not among the "
+                            f"{len(class_names)} classes given (data.classes, or the model's): {', '.join(class_names)}")
+        label_of_number = [class_names.index(n) for n in file_names]
     image_dir = folder / "images" / split if split else folder / "images"
     label_dir = folder / "labels" / split if split else folder / "labels"
     if not image_dir.is_dir():
@@ -55,12 +63,12 @@ def read_yolo(folder: Path, split: str | None, class_names: list[str] | None, pr
             if not line.strip():
                 continue
             try:
-                cls, box = _parse_line(line, f"{label_path}:{number}", len(names), width, height)
+                cls, box = _parse_line(line, f"{label_path}:{number}", len(label_of_number), width, height)
             except DataError as exc:
                 problems.bad_object(str(exc))
                 continue
             boxes.append(box)
-            labels.append(cls)
+            labels.append(label_of_number[cls])
             what.append(f"line {number}")
         records.append(make_record(image_path, width, height, boxes, labels, str(label_path), image_id,
                                    object_names=what, problems=problems, annotation_file=label_path.name))
