@@ -123,12 +123,26 @@ def require_image_file(path: Path, origin: str) -> None:
         raise DataError(f"{origin}: image file not found: {path}")
 
 
+# EXIF orientations 5-8 turn the stored pixels by 90 degrees: the image is shown with width and height swapped.
+EXIF_ORIENTATION_TAG = 0x0112
+TRANSPOSED_ORIENTATIONS = (5, 6, 7, 8)
+
+
+def upright_size(image: Image.Image) -> tuple[int, int]:
+    """(width, height) of an opened image as viewers show it: EXIF orientation applied (header only)."""
+    width, height = image.size
+    if image.getexif().get(EXIF_ORIENTATION_TAG, 1) in TRANSPOSED_ORIENTATIONS:
+        return height, width
+    return width, height
+
+
 def image_size(path: Path, origin: str) -> tuple[int, int]:
-    """(width, height) of the stored pixels, from the image header; DataError if unreadable."""
+    """(width, height) of the image as viewers show it (EXIF orientation applied), from the header: the size of
+    the pixels a reader without an annotated size labels and predicts in. DataError if unreadable."""
     require_image_file(path, origin)
     try:
         with Image.open(path) as image:
-            return image.size
+            return upright_size(image)
     except (UnidentifiedImageError, OSError) as exc:
         raise DataError(f"{path}: not a readable image ({exc})") from None
 
