@@ -11,7 +11,7 @@ from collections import defaultdict
 from pathlib import Path
 
 from .problems import Problems
-from .records import DataError, DetectionData, make_record, require_image_file
+from .records import DataError, DetectionData, image_under, make_record, require_image_file
 
 
 def guess_image_root(json_path: Path) -> Path:
@@ -87,7 +87,7 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
                             "'height'") from None
         origin = f"{json_path}: image id {image_id} ({file_name})"
         try:
-            path = root / file_name
+            path = image_under(root, file_name, origin)
             require_image_file(path, origin)
         except DataError as exc:
             problems.bad(str(exc))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -116,6 +116,17 @@ def make_record(
 
 def _fmt(box: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:g}" for v in box.tolist()) + "]"
+
+
+def image_under(root: Path, relative: str, origin: str) -> Path:
+    """``root / relative`` for an image path read from an annotation file. An absolute path or one that climbs
+    out of ``root`` with ``..`` is refused: an annotation file names images inside its dataset, never anywhere
+    on the disk (a path is given relative to the image root, e.g. with ``--images`` / ``images:``)."""
+    as_windows = PureWindowsPath(relative)  # splits on / and backslash, knows drives
+    if as_windows.anchor or PurePosixPath(relative).is_absolute() or ".." in as_windows.parts:
+        raise DataError(f"{origin}: image path '{relative}' must be relative to the image root {root} (no absolute "
+                        "path, no '..'); give the root with --images / images:")
+    return root / relative
 
 
 def require_image_file(path: Path, origin: str) -> None:

@@ -8,12 +8,16 @@ from __future__ import annotations
 from pathlib import Path
 
 from .problems import Problems
-from .records import DataError, DetectionData, image_size, make_record
+from .records import DataError, DetectionData, image_size, image_under, make_record
 
 
-def guess_image_root(txt_path: Path) -> Path:
-    for candidate in (txt_path.parent / "images", txt_path.parent):
-        if candidate.is_dir():
+def guess_image_root(txt_path: Path, listed: list[str]) -> Path:
+    """The folder under which the first listed images exist: ``images/`` beside the list, the list's folder,
+    or its parent (a list in DATASET/ reading ``images/x.jpg`` has DATASET as its root); else the list's
+    folder, and the missing image is reported there."""
+    sample = listed[:5]
+    for candidate in (txt_path.parent / "images", txt_path.parent, txt_path.parent.parent):
+        if sample and all((candidate / name).is_file() for name in sample):
             return candidate
     return txt_path.parent
 
@@ -55,13 +59,16 @@ def read_txt(txt_path: Path, image_root: Path | None, class_names: list[str] | N
         raise DataError(f"{txt_path}: not a text file") from None
     lines = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1)
              if line.strip() and not line.lstrip().startswith("#")]
-    root = image_root or guess_image_root(txt_path)
+    root = image_root or guess_image_root(txt_path, [fields[0] for _, fields in lines])
     names = class_names or [str(i) for i in range(1, _largest_class(lines) + 1)]
     records = []
     for image_id, (number, (image, *fields)) in enumerate(lines):
         where = f"{txt_path}:{number}"
         try:
-            path = root / image
+            if fields and "," not in fields[0]:  # 'my photo.jpg 1,2,3,4,1' reads as 'my' + 'photo.jpg' + ...
+                raise DataError(f"{where}: '{image} {fields[0]}' - the TXT format separates fields with spaces, so "
+                                "an image path cannot contain one (rename the file, or use COCO JSON)")
+            path = image_under(root, image, where)
             width, height = image_size(path, where)
         except DataError as exc:
             problems.bad(str(exc))

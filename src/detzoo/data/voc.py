@@ -14,7 +14,7 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from .problems import Problems
-from .records import DataError, DetectionData, class_index, image_size, make_record
+from .records import DataError, DetectionData, class_index, image_size, image_under, make_record
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".JPG", ".JPEG", ".PNG")
 ANNOTATION_FOLDERS = ("annotations", "annots", "Annotations")  # beside images/ in a dataset folder
@@ -80,6 +80,8 @@ def find_image(xml_path: Path, xml_image_folder: Path, root: ET.Element, image_r
     ``image_root`` when given, in ``xml_image_folder`` (beside the XML; JPEGImages/ in a VOCdevkit), in a
     sibling images/ or JPEGImages/ folder, or in the XML's ``<folder>``. DataError naming every folder tried."""
     filename = (root.findtext("filename") or "").strip()
+    if filename:
+        image_under(xml_image_folder, filename, str(xml_path))  # refuses absolute paths and '..'
     names = [filename] if filename else []
     names += [xml_path.stem + suffix for suffix in IMAGE_SUFFIXES if xml_path.stem + suffix != filename]
     folders = [image_root] if image_root else []
