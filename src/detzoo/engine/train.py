@@ -18,9 +18,9 @@ import torch
 
 from ..common.checkpoints import load_checkpoint
 from ..common.config import Config, config_from_dict
-from ..common.errors import ConfigError
 from ..common.device import resolve_device
 from ..common.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
+from ..common.errors import ConfigError
 from ..common.files import remove_stale_temp_files
 from ..data.formats import read_datasets
 from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
