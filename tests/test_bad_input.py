@@ -49,24 +49,31 @@ def test_malformed_xml_names_line(voc):
         read_dataset(DatasetSpec(path=str(voc)))
 
 
-@pytest.mark.parametrize("old, new, message", [
-    ("<xmax>", "<xmax>9", "lies outside the 800x600 image"),
-    ("<ymin>", "<ymin>-40", "lies outside"),
+@pytest.mark.parametrize("edits, message", [
+    ([("<xmin>", "<xmin>9000"), ("<xmax>", "<xmax>9000")], "lies outside the 800x600 image"),  # right of it
+    ([("<ymin>", "<ymin>-4000"), ("<ymax>", "<ymax>-")], "lies outside"),  # above it
 ])
-def test_box_outside_image(voc, old, new, message):
+def test_box_outside_image(voc, edits, message):
+    """A box entirely outside its image is garbage (a box only past the edge is clipped: test_data_repairs)."""
     xml = _first_xml(voc)
-    _edit(xml, old, new)
+    for old, new in edits:
+        _edit(xml, old, new)
     with pytest.raises(DataError, match=rf"{xml.name}: object 0 \('\w+'\): box .* {message}"):
         read_dataset(DatasetSpec(path=str(voc)))
 
 
-def test_box_without_area(voc):
+def test_box_without_area(voc, capsys):
+    """Issue 9 item 2 reversed this test's old assertion (an error): a box without area is dropped, alone,
+    and named in the dataset's summary line."""
     xml = _first_xml(voc)
+    objects = read_dataset(DatasetSpec(path=str(voc))).records[0].num_objects
     text = xml.read_text()
     xmin = text.split("<xmin>")[1].split("</xmin>")[0]
     xml.write_text(text.replace(text.split("<xmax>")[1].split("</xmax>")[0], xmin, 1))
-    with pytest.raises(DataError, match=rf"{xml.name}: object 0 .* has no area"):
-        read_dataset(DatasetSpec(path=str(voc)))
+    data = read_dataset(DatasetSpec(path=str(voc)))
+    assert data.dropped_boxes == 1 and len(data) == 3 and data.records[0].num_objects == objects - 1
+    assert f"dropped 1 box without area (under 1 px wide or tall inside the image): {xml.name} object 0 " \
+        in capsys.readouterr().out
 
 
 def test_unknown_class_name(voc):
@@ -92,13 +99,13 @@ def test_coco_unknown_category_and_bad_bbox(tmp_path, coco128_json, coco128):
     with pytest.raises(DataError, match=rf"image id {ann['image_id']} .*annotation id {ann['id']}: "
                                         "unknown category_id 999"):
         read_dataset(spec)
+    data = read_dataset(spec, skip_bad=True)  # under skip_bad only the bad object goes (issue 9, item 2)
+    assert data.skipped_objects == 1 and data.skipped == 0 and len(data) == 128
     raw["annotations"][0]["category_id"] = 1
-    raw["annotations"][1]["bbox"] = [10, 10, 0, 5]
+    raw["annotations"][1]["bbox"] = [10, 10, 0, 5]  # no area: dropped and counted, not an error (item 2)
     path.write_text(json.dumps(raw))
-    with pytest.raises(DataError, match=rf"annotation id {raw['annotations'][1]['id']}: box .* has no area"):
-        read_dataset(spec)
-    data = read_dataset(spec, skip_bad=True)
-    assert data.skipped == 1 and len(data) == 127
+    data = read_dataset(spec)
+    assert data.dropped_boxes == 1 and data.skipped == 0 and len(data) == 128
 
 
 def test_txt_errors_name_the_line(tmp_path, micro):
@@ -110,7 +117,7 @@ def test_txt_errors_name_the_line(tmp_path, micro):
         (f"{img} 1,2,a,4,1\n", r"list.txt:1: object 0 .* non-numeric"),
         (f"{img} 1,2,30,40,9\n", r"list.txt:1: object 0: class 9 is not in 1..2"),
         ("missing.jpg 1,2,30,40,1\n", r"list.txt:1: image file not found"),
-        (f"{img} 1,2,3000,40,1\n", r"list.txt:1: object 0: box .* outside"),
+        (f"{img} 3000,2,3100,40,1\n", r"list.txt:1: object 0: box .* outside"),
     ]
     for text, message in cases:
         listing.write_text(text)

@@ -18,11 +18,15 @@ def test_synthetic_dataset_is_deterministic(tmp_path):
 
 def test_quick_demo_trains_evaluates_and_draws(tmp_path, capsys):
     out = tmp_path / "demo"
+    (out / "run").mkdir(parents=True)  # a previous demo's run (it has the marker) is replaced
+    (out / "run" / ".detzoo-demo").write_text("")
+    (out / "run" / "stale.txt").write_text("from the previous demo")
     assert main(["demo", "--quick", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "demo finished" in printed and "val mAP@0.5" in printed
     run = out / "run"
     assert (run / "last.pt").is_file() and (run / "best.pt").is_file() and (run / "metrics.csv").is_file()
+    assert (run / ".detzoo-demo").is_file() and not (run / "stale.txt").exists()
     assert "val_mAP50" in (run / "metrics.csv").read_text().splitlines()[0]
     drawn = sorted((out / "predictions").glob("*.jpg"))
     assert len(drawn) == 8 and len(list((out / "predictions").glob("*.json"))) == 8

@@ -18,7 +18,7 @@ def _add_dataset_args(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--data", required=required, help="dataset: COCO json/folder, VOC folder, TXT file or "
                                                           "YOLO folder")
     parser.add_argument("--format", default="auto", choices=["auto", "coco", "voc", "txt", "yolo"])
-    parser.add_argument("--images", help="image root (COCO json, TXT); guessed when left out")
+    parser.add_argument("--images", help="image root (COCO json, TXT, VOC XML); guessed when left out")
     parser.add_argument("--split", help="VOCdevkit ImageSets/Main split, COCO instances_<split>, YOLO split")
     parser.add_argument("--classes", help="comma-separated class names (VOC, TXT, YOLO)")
 
@@ -102,6 +102,13 @@ def cmd_export(args) -> int:
     return 0
 
 
+def _eval_spec(args) -> DatasetSpec:
+    """`detzoo quantize`'s evaluation data: --eval-data (with --eval-split, --eval-images), else --data."""
+    if args.eval_data:
+        return DatasetSpec(path=args.eval_data, split=args.eval_split, images=args.eval_images)
+    return _dataset_spec(args)
+
+
 def cmd_quantize(args) -> int:
     from .data.formats import read_dataset
     from .export.quantize import comparison_table, evaluate_onnx, quantize_model
@@ -113,11 +120,7 @@ def cmd_quantize(args) -> int:
     quantize_model(args.model, out, calibration, args.calibration_images)
     count = min(args.calibration_images, len(calibration))
     print(f"INT8 model -> {out} (calibrated on {count} image(s) of {calibration.source})")
-    if args.eval_data:
-        spec = DatasetSpec(path=args.eval_data, split=args.eval_split)
-    else:
-        spec = _dataset_spec(args)
-    data = read_dataset(spec, metadata.class_names, args.skip_bad)
+    data = read_dataset(_eval_spec(args), metadata.class_names, args.skip_bad)
     results = [evaluate_onnx(path, data, args.metric, args.batch_size) for path in (args.model, out)]
     print(f"evaluated on {len(data)} image(s) of {data.source}")
     print(comparison_table(*results))
@@ -201,6 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-images", type=int, default=100, help="how many images calibrate")
     p.add_argument("--eval-data", help="dataset to compare FP32 and INT8 on (default: --data)")
     p.add_argument("--eval-split", help="split of --eval-data")
+    p.add_argument("--eval-images", help="image root of --eval-data (COCO json, TXT, VOC XML); guessed when left out")
     p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
     p.add_argument("--batch-size", type=int, default=8, help="evaluation batch size")
     p.add_argument("--skip-bad", action="store_true")

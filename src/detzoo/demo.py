@@ -3,16 +3,19 @@ evaluate on the val split, draw predictions, and say where everything is."""
 
 from __future__ import annotations
 
+import shutil
 import time
 from pathlib import Path
 
 import torch
 
 from .common.config import load_config
+from .common.errors import ConfigError
 from .data.synthetic import make_shapes_dataset
 
 # Thousands of fresh images seen 3 times: hundreds seen 30 times were memorised (see configs/demo.yaml).
 TRAIN_IMAGES, VAL_IMAGES, IMAGE_SIZE = 8000, 200, 128
+DEMO_MARKER = ".detzoo-demo"  # written into OUT/run: only a folder holding it is replaced by the next demo
 
 
 def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, ...] = ()) -> dict:
@@ -21,6 +24,10 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, .
 
     start = time.time()
     out = Path(out)
+    run_root = out / "run"
+    if run_root.exists() and not (run_root / DEMO_MARKER).is_file():
+        raise ConfigError(f"{run_root} exists and was not made by detzoo demo (no {DEMO_MARKER} in it); "
+                          "the demo replaces its own run only: give another --out, or move that folder away")
     torch.set_num_threads(max(1, torch.get_num_threads()))
     train_count, val_count = (32, 16) if quick else (TRAIN_IMAGES, VAL_IMAGES)
     train_json, val_json = make_shapes_dataset(out / "data", train=train_count, val=val_count, size=IMAGE_SIZE)
@@ -30,12 +37,14 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, .
     if quick:
         settings += ["train.epochs=1", "train.eval_every=1", "train.eval_start=1", "train.precise_bn=2"]
     config = load_config("demo", [*settings, *overrides])
-    run_root = out / "run"
     if run_root.exists():
-        import shutil
-
-        shutil.rmtree(run_root)  # the demo's own previous run; nothing else is touched
-    run_dir = train(config)
+        shutil.rmtree(run_root)  # the demo's own previous run (checked above); nothing else is touched
+    try:
+        run_dir = train(config)
+    finally:
+        if run_root.is_dir():  # made by this train(), even when it was interrupted
+            (run_root / DEMO_MARKER).write_text("made by `detzoo demo`; the next demo with this --out replaces "
+                                                "this folder\n")
     best = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     predictor = Predictor.from_checkpoint(best, device="cpu")
     from .predict import list_images

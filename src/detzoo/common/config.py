@@ -37,7 +37,7 @@ class DatasetSpec:
 
     path: str = ""
     format: str = choice("auto", "auto", "coco", "voc", "txt", "yolo")
-    images: str | None = None  # image root for COCO JSON and TXT files (guessed when empty)
+    images: str | None = None  # image root for COCO JSON, TXT and VOC XML files (guessed when empty)
     split: str | None = None  # VOCdevkit ImageSets/Main/<split>.txt, or the YOLO split folder
 
 

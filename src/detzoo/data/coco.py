@@ -1,7 +1,7 @@
 """COCO JSON reader: ``annotations/instances_<split>.json`` + an image folder.
 
-Category ids (1..90, not contiguous) map to labels 0..K-1 in id order; ``category_ids`` maps them back when
-results are written. ``iscrowd`` boxes are kept and flagged (ignore regions for evaluation).
+Category ids (1..90, not contiguous) map to labels 0..K-1 in id order, or by name to given classes (a
+model's: its order, a subset or the same set); ``category_ids`` maps them back when results are written. ``iscrowd`` boxes are kept and flagged (ignore regions for evaluation).
 """
 
 from __future__ import annotations
@@ -10,7 +10,8 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-from .records import DataError, DetectionData, Problems, make_record, require_image_file
+from .problems import Problems
+from .records import DataError, DetectionData, image_under, make_record, require_image_file
 
 
 def guess_image_root(json_path: Path) -> Path:
@@ -41,6 +42,17 @@ def load_json(path: Path) -> dict:
     return data
 
 
+def _xyxy(bbox, where: str) -> list[float]:
+    """COCO ``[x, y, w, h]`` -> ``[x1, y1, x2, y2]``; DataError when it is not four numbers."""
+    if not (isinstance(bbox, list) and len(bbox) == 4):
+        raise DataError(f"{where}: 'bbox' must be [x, y, w, h], got {bbox!r}")
+    try:
+        x, y, w, h = (float(v) for v in bbox)
+    except (TypeError, ValueError):
+        raise DataError(f"{where}: 'bbox' {bbox!r} has a non-numeric value") from None
+    return [x, y, x + w, y + h]
+
+
 def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] | None,
               problems: Problems) -> DetectionData:
     data = load_json(json_path)
@@ -54,7 +66,8 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
     if class_names is not None and class_names != cat_names:
         unknown = [n for n in cat_names if n not in class_names]
         if unknown:
-            raise DataError(f"{json_path}: categories {unknown} are not among the classes {class_names}")
+            raise DataError(f"{json_path}: categories {unknown} are not among the {len(class_names)} classes "
+                            f"given (data.classes, or the model's): {', '.join(class_names)}")
     names = class_names if class_names is not None else cat_names
     label_of_id = {cid: names.index(name) for cid, name in zip(cat_ids, cat_names)}
 
@@ -74,29 +87,37 @@ def read_coco(json_path: Path, image_root: Path | None, class_names: list[str] |
                             "'height'") from None
         origin = f"{json_path}: image id {image_id} ({file_name})"
         try:
-            path = root / file_name
+            path = image_under(root, file_name, origin)
             require_image_file(path, origin)
-            boxes, labels, crowd, difficult, what_list = [], [], [], [], []
-            for index, ann in per_image.get(image_id, []):
-                what = f"annotation id {ann.get('id', '#' + str(index))}"
-                bbox = ann.get("bbox")
-                if not (isinstance(bbox, list) and len(bbox) == 4):
-                    raise DataError(f"{origin}: {what}: 'bbox' must be [x, y, w, h], got {bbox!r}")
-                cid = ann.get("category_id")
-                if cid not in label_of_id:
-                    raise DataError(f"{origin}: {what}: unknown category_id {cid!r}")
-                x, y, w, h = (float(v) for v in bbox)
-                boxes.append([x, y, x + w, y + h])
-                labels.append(label_of_id[cid])
-                crowd.append(bool(ann.get("iscrowd", 0)))
-                difficult.append(bool(ann.get("difficult", 0)))
-                what_list.append(what)
-            records.append(make_record(path, width, height, boxes, labels, origin, image_id,
-                                       iscrowd=crowd, difficult=difficult,
-                                       object_names=what_list))
         except DataError as exc:
             problems.bad(str(exc))
+            continue
+        boxes, labels, crowd, difficult, what_list = [], [], [], [], []
+        for index, ann in per_image.get(image_id, []):
+            what = f"annotation id {ann.get('id', '#' + str(index))}"
+            cid = ann.get("category_id")
+            try:
+                box = _xyxy(ann.get("bbox"), f"{origin}: {what}")
+                if cid not in label_of_id:
+                    raise DataError(f"{origin}: {what}: unknown category_id {cid!r}")
+            except DataError as exc:
+                problems.bad_object(str(exc))
+                continue
+            boxes.append(box)
+            labels.append(label_of_id[cid])
+            crowd.append(bool(ann.get("iscrowd", 0)))
+            difficult.append(bool(ann.get("difficult", 0)))
+            what_list.append(what)
+        records.append(make_record(path, width, height, boxes, labels, origin, image_id, iscrowd=crowd,
+                                   difficult=difficult, object_names=what_list, problems=problems,
+                                   annotation_file=json_path.name))
     return DetectionData(records, list(names), str(json_path), "coco",
-                         category_ids=[cat_ids[cat_names.index(n)] if n in cat_names else i + 1
-                                       for i, n in enumerate(names)],
-                         coco_json=json_path if class_names in (None, cat_names) else None)
+                         category_ids=category_ids_by_name(names, cat_names, cat_ids), coco_json=json_path)
+
+
+def category_ids_by_name(names: list[str], cat_names: list[str], cat_ids: list[int]) -> list[int]:
+    """The COCO id of each class, matched by name: the file's id for its categories, fresh ids after the
+    file's largest for classes it does not have, so no two classes share an id (and no detection of a class
+    missing from the file is scored as another class)."""
+    fresh = iter(range(max(cat_ids, default=0) + 1, max(cat_ids, default=0) + 1 + len(names)))
+    return [cat_ids[cat_names.index(name)] if name in cat_names else next(fresh) for name in names]

@@ -6,9 +6,10 @@ from pathlib import Path
 
 from ..common.config import DatasetSpec
 from .coco import read_coco
-from .records import DataError, DetectionData, Problems
+from .problems import Problems
+from .records import DataError, DetectionData
 from .txt import read_txt
-from .voc import is_vocdevkit, read_voc
+from .voc import is_vocdevkit, read_voc, voc_xml_folder
 from .yolo import is_yolo_folder, read_yolo
 
 FORMATS = ("coco", "voc", "txt", "yolo")
@@ -29,7 +30,7 @@ def detect_format(path: Path) -> str:
         return "yolo"
     if (path / "annotations").is_dir() and any((path / "annotations").glob("instances_*.json")):
         return "coco"
-    if any(path.glob("*.xml")):
+    if voc_xml_folder(path) is not None:
         return "voc"
     raise DataError(f"{path}: no COCO annotations/, VOC XML, YOLO images/+labels/ or TXT list found here")
 
@@ -56,16 +57,17 @@ def read_dataset(spec: DatasetSpec, class_names: list[str] | None = None, skip_b
     if fmt == "coco":
         data = read_coco(_coco_file(path, spec.split), images, class_names, problems)
     elif fmt == "voc":
-        data = read_voc(path, spec.split, class_names, problems)
+        data = read_voc(path, spec.split, class_names, problems, images)
     elif fmt == "txt":
         data = read_txt(path, images, class_names, problems)
     elif fmt == "yolo":
         data = read_yolo(path, spec.split, class_names, problems)
     else:
         raise DataError(f"{path}: unknown dataset format '{fmt}' (one of {', '.join(FORMATS)})")
-    data.skipped = problems.skipped
-    if problems.skipped:
-        print(f"warning: {path}: skipped {problems.skipped} bad sample(s), e.g. {problems.examples[0]}")
+    data.skipped, data.skipped_objects = problems.skipped, problems.skipped_objects
+    data.dropped_boxes, data.clipped_boxes = len(problems.dropped), len(problems.clipped)
+    for line in problems.summary():
+        print(f"warning: {path}: {line}")
     return data
 
 
@@ -82,6 +84,9 @@ def read_datasets(specs: list[DatasetSpec], class_names: list[str] | None = None
             record.image_id += offset
         first.records.extend(more.records)
         first.skipped += more.skipped
+        first.skipped_objects += more.skipped_objects
+        first.dropped_boxes += more.dropped_boxes
+        first.clipped_boxes += more.clipped_boxes
         first.coco_json = None
         first.source += f" + {more.source}"
     return first

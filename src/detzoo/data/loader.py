@@ -19,36 +19,32 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from torch.utils.data import DataLoader, Dataset, Sampler
 from torchvision import tv_tensors
 
-from .records import DataError, DetectionData, ImageRecord
+from .records import DataError, DetectionData, ImageRecord, upright_size
 from .transforms import Preprocess, eval_transform
 
 
 def read_image(record: ImageRecord) -> torch.Tensor:
-    """Decode to uint8 RGB [3,H,W]. The pixels are used as stored; the EXIF rotation is applied only when
-    the annotation's size says it was labelled rotated. DataError names the file when it cannot be read."""
-    image = _decode(record, exif=False)
-    height, width = image.shape[-2:]
-    if (width, height) == (record.width, record.height):
-        return image
-    if (height, width) == (record.width, record.height):
-        image = _decode(record, exif=True)
-        if tuple(image.shape[-2:]) == (record.height, record.width):
-            return image
-    raise DataError(f"{record.path}: image is {width}x{height} but {record.origin} says "
-                    f"{record.width}x{record.height}")
+    """Decode to uint8 RGB [3,H,W] in the pixels the annotation's size describes (see ``decode_rgb``)."""
+    return decode_rgb(record.path, origin=record.origin, size=(record.width, record.height))
 
 
-def _decode(record: ImageRecord, exif: bool) -> torch.Tensor:
-    return decode_rgb(record.path, exif, origin=record.origin)
-
-
-def decode_rgb(path, exif: bool = False, origin: str | None = None) -> torch.Tensor:
-    """An image file -> uint8 RGB [3,H,W] (Pillow; the whole file is decoded, so truncation is caught)."""
+def decode_rgb(path, *, origin: str | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """An image file -> uint8 RGB [3,H,W] (Pillow; the whole file is decoded, so truncation is caught), EXIF
+    orientation applied, as viewers and labelling tools show it and as detectron2 and MMDetection read it.
+    With the (width, height) an annotation gives: the stored pixels instead when only they have that size (an
+    annotation made by a tool that ignored EXIF, e.g. of a COCO or VOC file); DataError when neither has it."""
     try:
         with Image.open(path) as image:
-            if exif:
+            stored, upright = image.size, upright_size(image)
+            if size is not None and tuple(size) != upright and tuple(size) != stored:
+                turned = f" (stored {stored[0]}x{stored[1]}, EXIF-rotated)" if stored != upright else ""
+                raise DataError(f"{path}: image is {upright[0]}x{upright[1]}{turned} but {origin} says "
+                                f"{size[0]}x{size[1]}")
+            if size is None or tuple(size) == upright:
                 image = ImageOps.exif_transpose(image)
             pixels = np.array(image.convert("RGB"))
+    except DataError:
+        raise
     except FileNotFoundError:
         where = f" (listed in {origin})" if origin else ""
         raise DataError(f"{path}: image file not found{where}") from None

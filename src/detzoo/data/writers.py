@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from ..common.files import write_text
-from .records import DetectionData
+from .records import DataError, DetectionData
 
 
 def common_image_root(data: DetectionData) -> Path:
@@ -59,8 +59,9 @@ def write_txt(data: DetectionData, out_path: Path) -> Path:
                    for box, label, crowd in zip(record.boxes.tolist(), record.labels.tolist(),
                                                 record.iscrowd.tolist())]
         relative = os.path.relpath(record.path.resolve(), root)
-        if " " in relative:
-            raise ValueError(f"{record.path}: the TXT format cannot hold paths with spaces")
+        if any(c.isspace() for c in relative):
+            raise DataError(f"{record.path}: the TXT format separates fields with spaces, so it cannot hold this "
+                            "path (rename the file, or convert to COCO JSON)")
         lines.append(" ".join([relative, *objects]))
     write_text(out_path, "\n".join(lines) + "\n")
     return root

@@ -26,6 +26,10 @@ def coco_ground_truth(data) -> COCO:
     coco = COCO()
     if data.coco_json is not None:
         coco.dataset = json.loads(data.coco_json.read_text())
+        for ann in coco.dataset.get("annotations", []):  # optional in a COCO file, required by COCOeval
+            ann.setdefault("iscrowd", 0)
+            if "area" not in ann and isinstance(ann.get("bbox"), list) and len(ann["bbox"]) == 4:
+                ann["area"] = ann["bbox"][2] * ann["bbox"][3]
     else:
         coco.dataset = to_coco_dict(data)
     with contextlib.redirect_stdout(io.StringIO()):

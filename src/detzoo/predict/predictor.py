@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..common.device import resolve_device
+from ..common.errors import DataError
 from ..common.structures import Detections
 from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
@@ -22,12 +23,15 @@ from ..models.selection import SelectOptions
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """An image file, or every image in a folder (sorted)."""
+    """An image file, or every image in a folder (sorted); DataError when the folder has none."""
     source = Path(source)
     if source.is_file():
         return [source]
     if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        images = sorted(p for p in source.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        if not images:
+            raise DataError(f"{source}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
+        return images
     raise FileNotFoundError(f"{source}: no such image or folder")
 
 
