@@ -103,7 +103,7 @@ class RedFinder:
 
     preprocess = Preprocess((64, 64))
 
-    def __call__(self, batch):
+    def __call__(self, batch, options=None):
         outputs = []
         for image, (height, width) in zip(batch.images, batch.image_sizes):
             box = torch.tensor([_red_box(image[:, :height, :width])], dtype=torch.float32)
