@@ -103,3 +103,10 @@ class Predictor:
                    for i, image in enumerate(images)]
         batch = Collate(self.preprocess.size_divisible)(samples)
         return list(run_inference(self.backend, [batch], self.class_names, self._options(options)))
+
+    def predict_video(self, source, options: SelectOptions | None = None, **settings):
+        """A video file, camera index or stream URL -> a generator of per-frame results (``video.VideoPrediction``:
+        ``vid_stride``, ``frames``, ``batch_size``, ``live``)."""
+        from .video import VideoPrediction
+
+        return VideoPrediction(self, source, options, **settings)
