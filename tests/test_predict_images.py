@@ -17,7 +17,7 @@ from detzoo.common.config import DatasetSpec
 from detzoo.common.structures import Detections
 from detzoo.data.formats import read_dataset
 from detzoo.models.selection import SelectOptions
-from detzoo.predict import Predictor
+from detzoo.predict import Predictor, list_images
 from detzoo.predict.outputs import output_names
 from detzoo.predict.sources import ImageSource, VideoSource, resolve_source
 from detzoo.visualize import class_color, draw, drawing_style, font, text_color
@@ -47,6 +47,7 @@ def photos_folder(tmp_path_factory, coco128):
 def test_source_argument_kinds(photos_folder, tmp_path):
     flat = resolve_source(str(photos_folder))
     assert isinstance(flat, ImageSource) and [p.name for p in flat.paths] == ["a.PNG", "a.jpg", "d.bmp"]
+    assert list_images(photos_folder) == flat.paths  # the Python API lists folders the same way
     deep = resolve_source(str(photos_folder), recursive=True)
     assert sorted(p.name for p in deep.paths) == ["a.PNG", "a.jpg", "b.WEBP", "c.TIF", "d.bmp"]
     glob = resolve_source(str(photos_folder / "**" / "*.[wWtT]*"))

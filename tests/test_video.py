@@ -109,7 +109,7 @@ def test_generator_api_keeps_memory_flat(checkpoint, clip):
     first = next(results)
     assert (first.index, first.timestamp, first.image.shape) == (0, 0.0, (120, 160, 3))
     deadline = time.monotonic() + 30
-    while not run.reader._queue.full() and time.monotonic() < deadline:
+    while run.reader.queued < QUEUE_FRAMES and time.monotonic() < deadline:
         time.sleep(0.01)
     # queue full + one frame the decoder holds + the batch taken + the frame that waits in put()
     assert run.stats.decoded <= QUEUE_FRAMES + 2 + 2 < 80

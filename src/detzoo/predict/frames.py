@@ -102,6 +102,11 @@ class FrameReader:
         return max(0, -(-(last - self.start) // self.stride))
 
     @property
+    def queued(self) -> int:
+        """Decoded frames waiting for the consumer (files; at most ``QUEUE_FRAMES``)."""
+        return self._queue.qsize()
+
+    @property
     def reading(self) -> bool:
         """Whether the decoding thread still runs (False after the end, an error or ``close()``)."""
         return self._thread.is_alive()

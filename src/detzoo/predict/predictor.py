@@ -16,18 +16,20 @@ from ..common.structures import Detections
 from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
-from ..data.voc import IMAGE_SUFFIXES
 from ..engine.inference import TorchBackend, run_inference
 from ..models.selection import SelectOptions
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """An image file, or every image in a folder (sorted)."""
+    """An image file, or every image in a folder (sorted; ``sources.IMAGE_SUFFIXES`` in any case; DataError when
+    there is none). ``sources.resolve_source`` is the whole SOURCE argument of ``detzoo predict``."""
+    from .sources import folder_images
+
     source = Path(source)
     if source.is_file():
         return [source]
     if source.is_dir():
-        return sorted(p for p in source.iterdir() if p.suffix in IMAGE_SUFFIXES)
+        return folder_images(source, recursive=False)
     raise FileNotFoundError(f"{source}: no such image or folder")
 
 
