@@ -117,8 +117,11 @@ def test_generator_api_keeps_memory_flat(checkpoint, clip):
     assert not run.reader.reading
 
 
-@pytest.mark.parametrize("content", ["not a video", "truncated"])
-def test_bad_video_file_is_one_line(checkpoint, clip, tmp_path, capsys, content):
+@pytest.mark.parametrize("content, codec_threads", [("not a video", 1), ("truncated", 1), ("truncated", 3)])
+def test_bad_video_file_is_one_line(checkpoint, clip, tmp_path, capsys, monkeypatch, content, codec_threads):
+    """A truncated file: FFmpeg's decoder raises where the data stops, or with frame threads ends quietly there
+    (then the header's frame count tells)."""
+    monkeypatch.setattr("detzoo.predict.video_io.codec_threads", lambda: codec_threads)
     bad = tmp_path / "bad.mp4"
     data = clip.read_bytes()
     bad.write_bytes(b"this is text, not a video\n" * 50 if content == "not a video" else data[: len(data) * 2 // 3])
