@@ -76,20 +76,14 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
-    from .predict import Predictor, list_images
-    from .visualize import save_prediction
+    from .predict.run import PredictSettings, predict_command
 
-    predictor = Predictor.from_file(args.model, device=args.device, batch_size=args.batch_size,
-                                    workers=args.workers)
-    out = Path(args.out)
-    count = 0
-    for det in predictor.predict_paths(list_images(args.source)):
-        det = det.filter(args.score)
-        save_prediction(det, out)
-        count += 1
-        print(f"{det.path}: {len(det)} detection(s)")
-    print(f"{count} image(s) -> {out}")
-    return 0
+    score = {} if args.score is None else {"score": args.score}
+    settings = PredictSettings(Path(args.out), iou=args.iou, max_det=args.max_det, classes=_classes(args),
+                               draw=not args.no_draw, save_txt=args.save_txt, recursive=args.recursive,
+                               live=args.live, vid_stride=args.vid_stride, frames=args.frames, show=args.show,
+                               **score)
+    return predict_command(args.model, args.source, settings, args.device, args.batch_size, args.workers)
 
 
 def cmd_export(args) -> int:
@@ -156,6 +150,25 @@ def cmd_models(args) -> int:
 # --------------------------------------------------------------------------- parser
 
 
+def _add_predict_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("source", help="an image, a folder (--recursive), a glob ('photos/**/*.jpg'), a video file, a "
+                                  "camera index (0) or a stream URL (rtsp://, http(s)://, ...)")
+    p.add_argument("--out", default="predictions", help="folder for the JSON files, drawn images and videos")
+    p.add_argument("--score", type=float, help="score threshold of the model's selection (default 0.3; the "
+                                               "model's own is meant for evaluation)")
+    p.add_argument("--iou", type=float, help="NMS IoU threshold (default: the model's)")
+    p.add_argument("--max-det", type=int, help="detections per image at most (default: the model's)")
+    p.add_argument("--classes", help="comma-separated class names to keep (default: all)")
+    p.add_argument("--recursive", action="store_true", help="a folder: also the images in its subfolders")
+    p.add_argument("--no-draw", action="store_true", help="write no drawn images or annotated video")
+    p.add_argument("--save-txt", action="store_true", help="images: also YOLO labels in OUT/labels/")
+    p.add_argument("--vid-stride", type=int, default=1, help="video files: predict every N-th frame")
+    p.add_argument("--frames", help="video files: the frame range START:END (END exclusive)")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="the freshest frame only, older ones dropped (default: streams and cameras yes, files no)")
+    p.add_argument("--show", action="store_true", help="videos: show the annotated frames in a window")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="detzoo", description="PyTorch object-detection model zoo")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -177,9 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, report the count")
             p.add_argument("--out", default="eval_out", help="folder for detections.json")
         else:
-            p.add_argument("source", help="an image or a folder of images")
-            p.add_argument("--out", default="predictions", help="folder for JSON files and drawn images")
-            p.add_argument("--score", type=float, default=0.3, help="minimum score to keep")
+            _add_predict_args(p)
         p.add_argument("--device", default="auto")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--workers", type=int, default=2)

@@ -47,12 +47,16 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, .
                                                 "this folder\n")
     best = run_dir / "best.pt" if (run_dir / "best.pt").exists() else run_dir / "last.pt"
     predictor = Predictor.from_checkpoint(best, device="cpu")
+    from .models.selection import SelectOptions
     from .predict import list_images
-    from .visualize import save_prediction
+    from .predict.outputs import ImageOutputs
+    from .predict.run import DEFAULT_SCORE
 
-    predictions = out / "predictions"
-    for det in predictor.predict_paths(list_images(val_json.parent.parent / "val")[:8]):
-        save_prediction(det.filter(0.3), predictions)
+    predictions, val_images = out / "predictions", val_json.parent.parent / "val"
+    paths = list_images(val_images)[:8]
+    drawn = ImageOutputs(predictions, paths, val_images, predictor.class_names)
+    for det in predictor.predict_paths(paths, SelectOptions(score_threshold=DEFAULT_SCORE)):
+        drawn.add(det)
     from .common.checkpoints import load_checkpoint
 
     state = load_checkpoint(best)

@@ -21,8 +21,8 @@ class StopRequest:
     """``with StopRequest(announce=True) as stop: ... if stop.signum: ...`` - handlers live only inside the
     block (and only in the main thread, where Python allows them)."""
 
-    def __init__(self, announce: bool = True):
-        self.announce = announce
+    def __init__(self, announce: bool = True, action: str = "finishing the current step, then saving"):
+        self.announce, self.action = announce, action
         self.signum: int | None = None
         self._time = 0.0
         self._previous: dict = {}
@@ -35,8 +35,8 @@ class StopRequest:
             raise KeyboardInterrupt
         self.signum, self._time = signum, now
         if self.announce:  # os.write: no buffered-IO lock to re-enter from a signal handler
-            os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name} received: finishing the current step, "
-                                          f"then saving (send it again to stop at once)\n".encode())
+            os.write(sys.stderr.fileno(), f"\n{signal.Signals(signum).name} received: {self.action} "
+                                          "(send it again to stop at once)\n".encode())
 
     def __enter__(self) -> StopRequest:
         if threading.current_thread() is threading.main_thread():

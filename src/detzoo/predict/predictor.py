@@ -12,26 +12,24 @@ import numpy as np
 import torch
 
 from ..common.device import resolve_device
-from ..common.errors import DataError
 from ..common.structures import Detections
 from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
-from ..data.voc import IMAGE_SUFFIXES
 from ..engine.inference import TorchBackend, run_inference
 from ..models.selection import SelectOptions
 
 
 def list_images(source: str | Path) -> list[Path]:
-    """An image file, or every image in a folder (sorted); DataError when the folder has none."""
+    """An image file, or every image in a folder (sorted; ``sources.IMAGE_SUFFIXES`` in any case; DataError when
+    there is none). ``sources.resolve_source`` is the whole SOURCE argument of ``detzoo predict``."""
+    from .sources import folder_images
+
     source = Path(source)
     if source.is_file():
         return [source]
     if source.is_dir():
-        images = sorted(p for p in source.iterdir() if p.suffix in IMAGE_SUFFIXES)
-        if not images:
-            raise DataError(f"{source}: no images in this folder (looked for {', '.join(IMAGE_SUFFIXES)})")
-        return images
+        return folder_images(source, recursive=False)
     raise FileNotFoundError(f"{source}: no such image or folder")
 
 
@@ -107,3 +105,10 @@ class Predictor:
                    for i, image in enumerate(images)]
         batch = Collate(self.preprocess.size_divisible)(samples)
         return list(run_inference(self.backend, [batch], self.class_names, self._options(options)))
+
+    def predict_video(self, source, options: SelectOptions | None = None, **settings):
+        """A video file, camera index or stream URL -> a generator of per-frame results (``video.VideoPrediction``:
+        ``vid_stride``, ``frames``, ``batch_size``, ``live``)."""
+        from .video import VideoPrediction
+
+        return VideoPrediction(self, source, options, **settings)
