@@ -14,7 +14,7 @@ from detzoo.data.formats import read_dataset
 from detzoo.data.loader import read_image
 from detzoo.data.transforms import Preprocess
 from detzoo.predict import Predictor
-from detzoo.visualize import save_prediction
+from detzoo.predict.outputs import ImageOutputs
 
 # Stored pixels 200 wide x 100 tall with EXIF orientation 6 ("rotate 90 degrees clockwise to display"): viewers
 # show 100 x 200, and stored pixel (x, y) appears at (99 - y, x). The red patch stored at x 20..60, y 10..30
@@ -117,5 +117,5 @@ def test_prediction_and_drawing_are_in_exif_corrected_pixels(folder, tmp_path):
     # 64 input px stand for 100 (x) and 200 (y) original px: an edge found within one input pixel is within
     # 200 / 64 = 3.1 original px
     np.testing.assert_allclose(det.boxes[0].tolist(), UPRIGHT_BOX, atol=200 / 64)
-    _, drawn = save_prediction(det, tmp_path / "out")
-    assert Image.open(drawn).size == UPRIGHT_SIZE
+    ImageOutputs(tmp_path / "out", [folder / "a.jpg"], folder, ["red"]).add(det)
+    assert Image.open(tmp_path / "out" / "a.jpg").size == UPRIGHT_SIZE
