@@ -64,6 +64,7 @@ def read_dataset(spec: DatasetSpec, class_names: list[str] | None = None, skip_b
     else:
         raise DataError(f"{path}: unknown dataset format '{fmt}' (one of {', '.join(FORMATS)})")
     data.skipped = problems.skipped
+    data.problems = problems.messages
     if problems.skipped:
         print(f"warning: {path}: skipped {problems.skipped} bad sample(s), e.g. {problems.examples[0]}")
     return data
@@ -82,6 +83,7 @@ def read_datasets(specs: list[DatasetSpec], class_names: list[str] | None = None
             record.image_id += offset
         first.records.extend(more.records)
         first.skipped += more.skipped
+        first.problems += more.problems
         first.coco_json = None
         first.source += f" + {more.source}"
     return first

@@ -45,6 +45,7 @@ class DetectionData:
     category_ids: list[int] = field(default_factory=list)  # COCO id of each label (1..K when not COCO)
     coco_json: Path | None = None  # the original COCO annotation file, used as evaluation ground truth
     skipped: int = 0  # bad samples skipped (data.skip_bad=true)
+    problems: list[str] = field(default_factory=list)  # one message per skipped sample (file, line/object, what)
 
     def __post_init__(self) -> None:
         if not self.category_ids:
@@ -55,20 +56,24 @@ class DetectionData:
 
 
 class Problems:
-    """Collects bad-input findings: raise at once, or (skip_bad) count the skipped samples."""
+    """Collects bad-input findings: raise at once, or (skip_bad) count the skipped samples and keep every
+    message (``detzoo inspect`` lists them all)."""
 
     def __init__(self, skip_bad: bool):
         self.skip_bad = skip_bad
         self.skipped = 0
-        self.examples: list[str] = []
+        self.messages: list[str] = []
+
+    @property
+    def examples(self) -> list[str]:
+        return self.messages[:5]
 
     def bad(self, message: str) -> None:
         """Report one bad sample; raises DataError unless bad samples are skipped."""
         if not self.skip_bad:
             raise DataError(message)
         self.skipped += 1
-        if len(self.examples) < 5:
-            self.examples.append(message)
+        self.messages.append(message)
 
 
 def make_record(
