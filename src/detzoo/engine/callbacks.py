@@ -1,8 +1,8 @@
 """Feedback callbacks (rank 0 only): PNG curves of loss, learning rate and mAP in the run folder, and
 TensorBoard scalars when ``tensorboard`` is installed (``pip install detzoo[tensorboard]``).
 
-The plots are drawn with matplotlib's object API on the Agg canvas (no pyplot, so the process's backend is
-left alone) and written atomically (temporary file + rename) after every evaluation and when training ends.
+The plots are drawn with matplotlib's object API on the Agg canvas (``common.figures``: no pyplot, so the
+process's backend is left alone) and written atomically after every evaluation and when training ends.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..common.files import atomic_write
+from ..common.figures import new_figure, save_figure
 from .trainer import Callback
 
 if TYPE_CHECKING:
@@ -44,16 +44,13 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _plot(rows: list[dict], columns: list[str], title: str, ylabel: str, path: Path, log_y: bool = False) -> bool:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     curves = [(c, *_series(rows, c)) for c in columns]
     curves = [(c, x, y) for c, x, y in curves if x]
     if not curves:
         return False
-    figure = Figure(figsize=(6.4, 4.0), dpi=100, layout="tight")
-    FigureCanvasAgg(figure)
+    figure = new_figure(6.4, 4.0, layout="tight")
     axes = figure.add_subplot()
     for name, epochs, values in curves:
         axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3, label=name)
@@ -65,8 +62,7 @@ def _plot(rows: list[dict], columns: list[str], title: str, ylabel: str, path: P
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png")
+    save_figure(figure, path)
     return True
 
 
