@@ -144,9 +144,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from .models.summary import format_json, format_markdown, format_table, zoo_summaries
 
-    print("\n".join(list_models()))
+    rows = zoo_summaries()
+    print(format_json(rows) if args.json else format_markdown(rows) if args.markdown else format_table(rows))
     return 0
 
 
@@ -220,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the zoo")
+    p = sub.add_parser("models", help="the zoo: input, anchors, parameters, GFLOPs (counted), dataset, reference "
+                                      "accuracy, target")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON")
+    form.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     p.set_defaults(func=cmd_models)
     return parser
 
