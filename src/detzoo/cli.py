@@ -136,6 +136,18 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from .inspect import inspect_dataset
+    from .inspect.api import JSON_NAME, PNG_NAME
+    from .inspect.report import format_report
+
+    out = Path(args.out)
+    report = inspect_dataset(_dataset_spec(args), _classes(args), args.model, out, args.workers, args.samples)
+    print(format_report(report))
+    print(f"\nreport: {out / JSON_NAME}, picture: {out / PNG_NAME}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -214,6 +226,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output file")
     p.add_argument("--skip-bad", action="store_true")
     p.set_defaults(func=cmd_convert)
+
+    p = sub.add_parser("inspect", help="what a dataset holds and every problem in it (tables, JSON, one PNG)")
+    _add_dataset_args(p)
+    p.add_argument("--model", help="also measure how well this zoo model's anchors cover the boxes after its "
+                                   "resize")
+    p.add_argument("--out", default="inspect_out", help="folder for inspect.json and inspect.png")
+    p.add_argument("--samples", type=int, default=8, help="sample images drawn with their boxes")
+    p.add_argument("--workers", type=int, default=4, help="threads that read and decode the images")
+    p.set_defaults(func=cmd_inspect)
 
     p = sub.add_parser("demo", help="train, evaluate and predict on a generated dataset (CPU, minutes)")
     p.add_argument("--out", default="runs/demo")

@@ -1,0 +1,106 @@
+"""The inspector's one picture: objects per class, box sizes against COCO's buckets, aspect ratios, objects per
+image, and a grid of sample images with their boxes (drawn by ``visualize.draw``, as predictions are)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from torchvision.transforms.v2 import functional as F
+
+from ..common.figures import new_figure, save_figure
+from ..common.structures import Detections
+from ..data.records import DetectionData, ImageRecord
+from ..visualize import draw
+from .stats import box_arrays
+
+THUMBNAIL = 256  # longest side of a sample image in the grid, pixels
+GRID_COLUMNS = 4
+
+
+def thumbnail_with_boxes(image: torch.Tensor, record: ImageRecord, class_names: list[str],
+                         side: int = THUMBNAIL) -> np.ndarray:
+    """A uint8 [3,H,W] image shrunk to ``side`` pixels at most, its ground truth drawn -> HxWx3 array."""
+    height, width = image.shape[-2:]
+    scale = min(1.0, side / max(height, width))
+    if scale < 1.0:
+        image = F.resize(image, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
+    sx, sy = image.shape[-1] / width, image.shape[-2] / height
+    boxes = torch.from_numpy(record.boxes) * torch.tensor([sx, sy, sx, sy])
+    truth = Detections(boxes, torch.ones(len(boxes)), torch.from_numpy(record.labels), class_names,
+                       record.image_id, str(record.path))
+    return draw(image, truth).permute(1, 2, 0).numpy()
+
+
+def sample_indices(data: DetectionData, count: int) -> list[int]:
+    """``count`` images spread evenly over the dataset, preferring images with objects."""
+    with_objects = [i for i, r in enumerate(data.records) if r.num_objects] or list(range(len(data.records)))
+    if not with_objects or count <= 0:
+        return []
+    picks = np.linspace(0, len(with_objects) - 1, min(count, len(with_objects))).round().astype(int)
+    return [with_objects[i] for i in sorted(set(picks.tolist()))]
+
+
+def draw_inspection(data: DetectionData, report: dict, samples: dict[int, torch.Tensor], path: Path) -> Path:
+    stats = report["statistics"]
+    rows_of_samples = -(-len(samples) // GRID_COLUMNS)
+    figure = new_figure(12, 6.5 + 2.6 * rows_of_samples, dpi=80)
+    grid = figure.add_gridspec(2 + rows_of_samples, 12, height_ratios=[1.2, 1] + [1.1] * rows_of_samples)
+    figure.suptitle(f"{report['source']}: {stats['images']} images, {stats['objects']} objects, "
+                    f"{len(data.class_names)} classes", fontsize=11)
+
+    per_class = stats["per_class"]
+    axes = figure.add_subplot(grid[0, :])
+    axes.bar(range(len(per_class)), [r["objects"] for r in per_class], color="#4363d8")
+    axes.set_xticks(range(len(per_class)), [r["class"] for r in per_class], rotation=90 if len(per_class) > 12 else 0,
+                    fontsize=8 if len(per_class) <= 30 else 6)
+    axes.set_xlim(-0.6, len(per_class) - 0.4)
+    axes.set_ylabel("objects")
+    axes.set_title("objects per class")
+    axes.grid(axis="y", alpha=0.3)
+
+    arrays = box_arrays(data)
+    side = np.sqrt(arrays["area"])
+    axes = figure.add_subplot(grid[1, 0:4])
+    low = max(1.0, min(8.0, float(side.min()))) if len(side) else 8.0  # at least 8 .. 512 px: both COCO edges
+    high = max(512.0, float(side.max())) if len(side) else 512.0
+    axes.hist(side, bins=np.geomspace(low, high, 40), color="#3cb44b")
+    axes.set_xscale("log")
+    ticks = [t for t in (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096) if low <= t <= high]
+    axes.set_xticks(ticks, [str(t) for t in ticks])
+    axes.minorticks_off()
+    top = axes.get_ylim()[1] * 0.97
+    for edge in (32, 96):
+        axes.axvline(edge, color="black", linestyle="--", linewidth=1)
+    for x, label in ((np.sqrt(low * 32), "small"), (np.sqrt(32 * 96), "medium"), (np.sqrt(96 * high), "large")):
+        axes.text(x, top, label, fontsize=7, va="top", ha="center")
+    sizes = stats["boxes"]["size_buckets"]
+    axes.set_title(f"box side sqrt(area), px: small {sizes['small']}, medium {sizes['medium']}, "
+                   f"large {sizes['large']}", fontsize=9)
+    axes.set_xlabel("px (log scale)")
+
+    axes = figure.add_subplot(grid[1, 4:8])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_aspect = np.log2(arrays["width"] / arrays["height"])
+    log_aspect = log_aspect[np.isfinite(log_aspect)]
+    if len(log_aspect):
+        axes.hist(log_aspect, bins=40, color="#f58231")
+    ticks = [-3, -2, -1, 0, 1, 2, 3]
+    axes.set_xticks(ticks, ["1/8", "1/4", "1/2", "1", "2", "4", "8"])
+    axes.set_title("aspect ratio width / height (log scale)", fontsize=9)
+
+    axes = figure.add_subplot(grid[1, 8:12])
+    histogram = stats["objects_per_image"]["histogram"]
+    axes.bar(list(histogram), list(histogram.values()), color="#911eb4")
+    axes.tick_params(axis="x", labelsize=7)
+    axes.set_title(f"objects per image ({stats['images_without_objects']} images without)", fontsize=9)
+
+    for k, index in enumerate(sorted(samples)):
+        row, column = divmod(k, GRID_COLUMNS)
+        axes = figure.add_subplot(grid[2 + row, 3 * column: 3 * column + 3])
+        record = data.records[index]
+        axes.imshow(thumbnail_with_boxes(samples[index], record, data.class_names))
+        axes.set_title(f"{record.path.name} ({record.num_objects})", fontsize=8)
+        axes.axis("off")
+    return save_figure(figure, path, colors=256)
