@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .common.structures import write_coco_results
     from .data.formats import read_dataset
+    from .engine.pictures import write_evaluation_pictures
     from .evaluation import evaluate_detections
     from .predict import Predictor
 
@@ -72,6 +73,8 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     written = write_coco_results(detections, data.category_ids, out / "detections.json")
     print(f"detections: {written}")
+    pictures = write_evaluation_pictures(result, detections, data, out)
+    print(f"pictures: {', '.join(str(p) for p in pictures)}")
     return 0
 
 
@@ -185,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
             p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the VOC metrics")
             p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, report the count")
-            p.add_argument("--out", default="eval_out", help="folder for detections.json")
+            p.add_argument("--out", default="eval_out", help="folder for detections.json and the pictures (PR "
+                                                             "curves, AP per class, confusion matrix, samples)")
         else:
             p.add_argument("source", help="an image or a folder of images")
             p.add_argument("--out", default="predictions", help="folder for JSON files and drawn images")

@@ -9,8 +9,8 @@ against the schema. YAML is read with ``yaml.safe_load`` only, and override valu
 from __future__ import annotations
 
 import dataclasses
-import importlib.resources
 import difflib
+import importlib.resources
 import types
 import typing
 from dataclasses import dataclass, field

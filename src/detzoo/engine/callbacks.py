@@ -1,5 +1,6 @@
-"""Feedback callbacks (rank 0 only): PNG curves of loss, learning rate and mAP in the run folder, and
-TensorBoard scalars when ``tensorboard`` is installed (``pip install detzoo[tensorboard]``).
+"""Feedback callbacks (rank 0 only): PNG curves of loss, learning rate and mAP in the run folder, the pictures
+of each evaluation in ``<run>/eval/``, and TensorBoard scalars when ``tensorboard`` is installed (``pip install
+detzoo[tensorboard]``).
 
 The plots are drawn with matplotlib's object API on the Agg canvas (``common.figures``: no pyplot, so the
 process's backend is left alone) and written atomically after every evaluation and when training ends.
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..common.figures import new_figure, save_figure
+from .pictures import write_evaluation_pictures
 from .trainer import Callback
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
 LOSS_PLOT, LR_PLOT, MAP_PLOT = "loss.png", "lr.png", "mAP.png"
+EVAL_FOLDER = "eval"  # the latest evaluation's pictures
 AREA_SUFFIXES = ("_small", "_medium", "_large")  # per-size COCO metrics stay in metrics.csv, not the plot
 
 
@@ -92,6 +95,16 @@ class PlotCurves(Callback):
     def after_train(self, trainer: Trainer) -> None:
         if trainer.metrics.rows:
             write_plots(trainer.metrics.rows, trainer.run_dir)
+
+
+class EvalPictures(Callback):
+    """After each evaluation: precision/recall curves, AP per class, confusion matrix and validation samples of
+    that evaluation in ``<run>/eval/`` (replaced by the next evaluation's; the title names the epoch)."""
+
+    def after_epoch(self, trainer: Trainer, row: dict) -> None:
+        if trainer.last_eval is not None and any(key.startswith("val_") for key in row):
+            write_evaluation_pictures(trainer.last_eval, trainer.last_eval_detections, trainer.val_data,
+                                      trainer.run_dir / EVAL_FOLDER, title=f"epoch {row['epoch']}")
 
 
 def tensorboard_available() -> bool:

@@ -14,9 +14,10 @@ from pathlib import Path
 from ..common.config import DatasetSpec
 from ..common.files import write_json
 from ..data.formats import read_dataset
+from ..engine.pictures import spread_indices
 from ..models import create_model
 from .anchors import anchor_coverage
-from .figure import draw_inspection, sample_indices
+from .figure import draw_inspection
 from .images import check_images
 from .stats import dataset_statistics
 
@@ -27,7 +28,7 @@ def inspect_dataset(spec: DatasetSpec, class_names: list[str] | None = None, mod
                     out: Path = Path("inspect_out"), workers: int = 4, samples: int = 8) -> dict:
     """The report (also written to ``out/inspect.json``; the picture to ``out/inspect.png``)."""
     data = read_dataset(spec, class_names, skip_bad=True)
-    keep = set(sample_indices(data, samples))
+    keep = set(spread_indices(data, samples))
     images = check_images(data, keep, workers)
     report = {"source": data.source, "format": data.format, "classes": data.class_names,
               "statistics": dataset_statistics(data),

@@ -1,5 +1,6 @@
 """The inspector's one picture: objects per class, box sizes against COCO's buckets, aspect ratios, objects per
-image, and a grid of sample images with their boxes (drawn by ``visualize.draw``, as predictions are)."""
+image, and a grid of sample images with their boxes (``engine.pictures.thumbnail``: drawn by
+``visualize.draw``, as predictions are)."""
 
 from __future__ import annotations
 
@@ -7,39 +8,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision.transforms.v2 import functional as F
 
 from ..common.figures import new_figure, save_figure
-from ..common.structures import Detections
-from ..data.records import DetectionData, ImageRecord
-from ..visualize import draw
+from ..data.records import DetectionData
+from ..engine.pictures import ground_truth, thumbnail
 from .stats import box_arrays
 
-THUMBNAIL = 256  # longest side of a sample image in the grid, pixels
 GRID_COLUMNS = 4
-
-
-def thumbnail_with_boxes(image: torch.Tensor, record: ImageRecord, class_names: list[str],
-                         side: int = THUMBNAIL) -> np.ndarray:
-    """A uint8 [3,H,W] image shrunk to ``side`` pixels at most, its ground truth drawn -> HxWx3 array."""
-    height, width = image.shape[-2:]
-    scale = min(1.0, side / max(height, width))
-    if scale < 1.0:
-        image = F.resize(image, [max(1, round(height * scale)), max(1, round(width * scale))], antialias=True)
-    sx, sy = image.shape[-1] / width, image.shape[-2] / height
-    boxes = torch.from_numpy(record.boxes) * torch.tensor([sx, sy, sx, sy])
-    truth = Detections(boxes, torch.ones(len(boxes)), torch.from_numpy(record.labels), class_names,
-                       record.image_id, str(record.path))
-    return draw(image, truth).permute(1, 2, 0).numpy()
-
-
-def sample_indices(data: DetectionData, count: int) -> list[int]:
-    """``count`` images spread evenly over the dataset, preferring images with objects."""
-    with_objects = [i for i, r in enumerate(data.records) if r.num_objects] or list(range(len(data.records)))
-    if not with_objects or count <= 0:
-        return []
-    picks = np.linspace(0, len(with_objects) - 1, min(count, len(with_objects))).round().astype(int)
-    return [with_objects[i] for i in sorted(set(picks.tolist()))]
 
 
 def draw_inspection(data: DetectionData, report: dict, samples: dict[int, torch.Tensor], path: Path) -> Path:
@@ -100,7 +75,7 @@ def draw_inspection(data: DetectionData, report: dict, samples: dict[int, torch.
         row, column = divmod(k, GRID_COLUMNS)
         axes = figure.add_subplot(grid[2 + row, 3 * column: 3 * column + 3])
         record = data.records[index]
-        axes.imshow(thumbnail_with_boxes(samples[index], record, data.class_names))
+        axes.imshow(thumbnail(samples[index], ground_truth(record, data.class_names)))
         axes.set_title(f"{record.path.name} ({record.num_objects})", fontsize=8)
         axes.axis("off")
     return save_figure(figure, path, colors=256)
