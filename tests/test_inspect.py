@@ -16,7 +16,7 @@ from detzoo.common.config import DatasetSpec
 from detzoo.inspect import inspect_dataset
 from detzoo.models import create_model
 
-PNG_WIDTH = 12 * 80  # the inspector's figure: 12 inches at 80 dpi
+PNG_WIDTH = 12 * 72  # the inspector's figure: 12 inches at 72 dpi
 
 
 def _run(capsys, tmp_path, *args) -> tuple[dict, str]:

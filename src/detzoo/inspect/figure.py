@@ -20,7 +20,7 @@ GRID_COLUMNS = 4
 def draw_inspection(data: DetectionData, report: dict, samples: dict[int, torch.Tensor], path: Path) -> Path:
     stats = report["statistics"]
     rows_of_samples = -(-len(samples) // GRID_COLUMNS)
-    figure = new_figure(12, 6.5 + 2.6 * rows_of_samples, dpi=80)
+    figure = new_figure(12, 6.5 + 2.6 * rows_of_samples, dpi=72)
     grid = figure.add_gridspec(2 + rows_of_samples, 12, height_ratios=[1.2, 1] + [1.1] * rows_of_samples)
     figure.suptitle(f"{report['source']}: {stats['images']} images, {stats['objects']} objects, "
                     f"{len(data.class_names)} classes", fontsize=11)
