@@ -28,14 +28,14 @@ def inspect_dataset(spec: DatasetSpec, class_names: list[str] | None = None, mod
                     out: Path = Path("inspect_out"), workers: int = 4, samples: int = 8) -> dict:
     """The report (also written to ``out/inspect.json``; the picture to ``out/inspect.png``)."""
     data = read_dataset(spec, class_names, skip_bad=True)
+    model = create_model(model_name, num_classes=len(data.class_names)).eval() if model_name else None
     keep = set(spread_indices(data, samples))
     images = check_images(data, keep, workers)
     report = {"source": data.source, "format": data.format, "classes": data.class_names,
               "statistics": dataset_statistics(data),
               "problems": data.problems + images.problems,
               "duplicates": images.duplicates}
-    if model_name:
-        model = create_model(model_name, num_classes=len(data.class_names)).eval()
+    if model is not None:  # built before the long pass over the images, so a wrong name fails at once
         report["anchor_coverage"] = anchor_coverage(data, model, model_name)
     out = Path(out)
     write_json(report, out / JSON_NAME)
