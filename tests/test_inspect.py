@@ -145,7 +145,8 @@ def test_anchor_coverage_after_the_models_resize(tmp_path, name):
     model = create_model(name, num_classes=1).eval()
     width, height = 600, 400  # SSD stretches to 300 x 300; Faster R-CNN scales by min(768/400, 1280/600)
     out_h, out_w = model.preprocess.output_size(height, width)
-    padded = (math.ceil(out_h / 32) * 32, math.ceil(out_w / 32) * 32) if name.startswith("faster") else (out_h, out_w)
+    step = model.preprocess.size_divisible  # 32 for Faster R-CNN's padded batches, 1 for SSD
+    padded = (math.ceil(out_h / step) * step, math.ceil(out_w / step) * step)
     anchors = model.anchor_boxes(padded)
     inside = ((anchors[:, 0] >= 0) & (anchors[:, 1] >= 0) & (anchors[:, 2] <= out_w) & (anchors[:, 3] <= out_h))
     chosen = anchors[inside][torch.linspace(0, int(inside.sum()) - 1, 5).long()]

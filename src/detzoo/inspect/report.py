@@ -23,19 +23,20 @@ def _share(count: int, total: int) -> str:
 def format_report(report: dict) -> str:
     stats = report["statistics"]
     per_image = stats["objects_per_image"]
-    out = [f"dataset: {report['source']} ({report['format']}), {stats['images']} images, {stats['objects']} objects, "
-           f"{len(stats['per_class'])} classes",
-           f"images without objects {stats['images_without_objects']}, crowd objects {stats['crowd']}, difficult "
-           f"objects {stats['difficult']}, bad samples {len(report['problems'])}",
-           f"objects per image: min {per_image['min']}, median {per_image['median']:g}, mean {per_image['mean']:g}, "
-           f"max {per_image['max']}", ""]
-    out.append(table(["class", "objects", "images", "crowd", "difficult"],
-                     [[r["class"], r["objects"], r["images"], r["crowd"], r["difficult"]] for r in stats["per_class"]]))
+    out = [f"dataset: {report['source']} ({report['format']}), {stats['images']} images, "
+           f"{stats['objects']} objects, {len(stats['per_class'])} classes",
+           f"images without objects {stats['images_without_objects']}, crowd objects {stats['crowd']}, "
+           f"difficult objects {stats['difficult']}, bad samples {len(report['problems'])}",
+           f"objects per image: min {per_image['min']}, median {per_image['median']:g}, "
+           f"mean {per_image['mean']:g}, max {per_image['max']}", ""]
+    columns = ["class", "objects", "images", "crowd", "difficult"]
+    out.append(table(columns, [[row[c] for c in columns] for row in stats["per_class"]]))
     boxes = stats["boxes"]
     total = sum(boxes["size_buckets"].values())
     bounds = {"small": "< 32^2 px", "medium": "32^2 - 96^2 px", "large": ">= 96^2 px"}
+    counts = boxes["size_buckets"]
     out += ["", table(["box size (COCO, non-crowd)", "boxes", "share"],
-                      [[f"{name} ({bounds[name]})", boxes["size_buckets"][name], _share(boxes["size_buckets"][name], total)]
+                      [[f"{name} ({bounds[name]})", counts[name], _share(counts[name], total)]
                        for name, _, _ in SIZE_BUCKETS])]
     if boxes["side_px"]:
         out.append("box side sqrt(area) px, percentiles 5/25/50/75/95: "
@@ -46,8 +47,9 @@ def format_report(report: dict) -> str:
     sizes = stats["image_sizes"]
     if sizes["distinct"]:
         common = ", ".join(f"{s['width']}x{s['height']} ({s['images']})" for s in sizes["most_common"])
-        out += ["", f"image sizes: {sizes['distinct']} distinct; widths {sizes['width']['min']}-{sizes['width']['max']}, "
-                    f"heights {sizes['height']['min']}-{sizes['height']['max']}; most common: {common}"]
+        width, height = sizes["width"], sizes["height"]
+        out += ["", f"image sizes: {sizes['distinct']} distinct; widths {width['min']}-{width['max']}, "
+                    f"heights {height['min']}-{height['max']}; most common: {common}"]
     if "anchor_coverage" in report:
         out += ["", format_coverage(report["anchor_coverage"])]
     out += ["", f"duplicate images (identical files): {len(report['duplicates'])} group(s)"]

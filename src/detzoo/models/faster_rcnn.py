@@ -85,7 +85,8 @@ class FasterRCNN(Detector):
         of the backbone's sizes: ceil(side / stride); only their shapes are read)."""
         height, width = image_size
         maps = [torch.empty(1, 0, math.ceil(height / s), math.ceil(width / s)) for s in self.backbone.strides]
-        return self.rpn.anchor_generator(ImageList(torch.empty(1, 0, height, width), [(height, width)]), maps)[0]
+        images = ImageList(torch.empty(1, 0, height, width), [(height, width)])
+        return self.rpn.anchor_generator(images, maps)[0]
 
     def flop_forward(self, images: torch.Tensor) -> None:
         """Backbone + FPN, the RPN head, and the box head and predictor on the test-time maximum of proposals
@@ -94,7 +95,8 @@ class FasterRCNN(Detector):
         features = self.backbone(images)
         self.rpn.head(list(features.values()))
         pool = self.roi_heads.box_roi_pool
-        height, width = pool.output_size if isinstance(pool.output_size, (tuple, list)) else (pool.output_size,) * 2
+        size = pool.output_size
+        height, width = size if isinstance(size, (tuple, list)) else (size, size)
         channels = next(iter(features.values())).shape[1]
         rois = images.new_zeros(images.shape[0] * self.rpn.post_nms_top_n(), channels, height, width)
         self.roi_heads.box_predictor(self.roi_heads.box_head(rois))

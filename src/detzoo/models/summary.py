@@ -49,7 +49,8 @@ def count_flops(model: Detector, image_size: tuple[int, int]) -> int:
     """FLOPs of ``model.flop_forward`` on one image of ``image_size`` (height, width), on the model's device."""
     device = next(model.parameters()).device
     images = torch.zeros(1, 3, *image_size, device=device)
-    counter = FlopCounterMode(display=False, custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops})
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops})
     with counter, torch.no_grad():
         model.flop_forward(images)
     return counter.get_total_flops()
