@@ -33,10 +33,13 @@ def coco_run(tmp_path_factory, coco128):
 
 def test_train_writes_the_run_folder(coco_run):
     names = sorted(p.name for p in coco_run.iterdir())
-    expected = ["best.pt", "config.yaml", "epoch_2.pt", "last.pt", "loss.png", "lr.png", "mAP.png", "metrics.csv"]
+    expected = ["best.pt", "config.yaml", "epoch_2.pt", "eval", "last.pt", "loss.png", "lr.png", "mAP.png",
+                "metrics.csv"]
     if tensorboard_available():  # the optional extra
         expected.append("tensorboard")
     assert names == expected  # epoch_1.pt pruned
+    assert sorted(p.name for p in (coco_run / "eval").iterdir()) == ["class_ap.png", "confusion_matrix.png",
+                                                                     "pr_curves.png", "samples.png"]
     rows = (coco_run / "metrics.csv").read_text().splitlines()
     assert rows[0].startswith("epoch,step,lr,loss_box,loss_cls,loss") and len(rows) == 3
     assert "val_mAP" in rows[0]

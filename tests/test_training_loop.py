@@ -49,7 +49,7 @@ def test_evaluation_on_schedule_with_curves_and_tensorboard(tmp_path, shapes):
 def test_without_tensorboard_only_the_plots_are_kept(tmp_path, monkeypatch):
     assert [type(c).__name__ for c in feedback_callbacks(tmp_path, DistInfo(1, 2))] == []  # rank 0 only
     monkeypatch.setattr("detzoo.engine.train.tensorboard_available", lambda: False)
-    assert [type(c).__name__ for c in feedback_callbacks(tmp_path, DistInfo())] == ["PlotCurves"]
+    assert [type(c).__name__ for c in feedback_callbacks(tmp_path, DistInfo())] == ["PlotCurves", "EvalPictures"]
 
 
 def test_write_plots_skips_missing_and_not_applicable_values(tmp_path):

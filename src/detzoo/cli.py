@@ -57,6 +57,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .common.structures import write_coco_results
     from .data.formats import read_dataset
+    from .engine.pictures import write_evaluation_pictures
     from .evaluation import evaluate_detections
     from .predict import Predictor
 
@@ -72,6 +73,8 @@ def cmd_eval(args) -> int:
     out = Path(args.out)
     written = write_coco_results(detections, data.category_ids, out / "detections.json")
     print(f"detections: {written}")
+    pictures = write_evaluation_pictures(result, detections, data, out)
+    print(f"pictures: {', '.join(str(p) for p in pictures)}")
     return 0
 
 
@@ -133,6 +136,18 @@ def cmd_convert(args) -> int:
     return 0
 
 
+def cmd_inspect(args) -> int:
+    from .inspect import inspect_dataset
+    from .inspect.api import JSON_NAME, PNG_NAME
+    from .inspect.report import format_report
+
+    out = Path(args.out)
+    report = inspect_dataset(_dataset_spec(args), _classes(args), args.model, out, args.workers, args.samples)
+    print(format_report(report))
+    print(f"\nreport: {out / JSON_NAME}, picture: {out / PNG_NAME}")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from .demo import run_demo
 
@@ -141,9 +156,10 @@ def cmd_demo(args) -> int:
 
 
 def cmd_models(args) -> int:
-    from .models import list_models
+    from .models.summary import format_json, format_markdown, format_table, zoo_summaries
 
-    print("\n".join(list_models()))
+    rows = zoo_summaries()
+    print(format_json(rows) if args.json else format_markdown(rows) if args.markdown else format_table(rows))
     return 0
 
 
@@ -188,7 +204,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
             p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the VOC metrics")
             p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, report the count")
-            p.add_argument("--out", default="eval_out", help="folder for detections.json")
+            p.add_argument("--out", default="eval_out", help="folder for detections.json and the pictures (PR "
+                                                             "curves, AP per class, confusion matrix, samples)")
         else:
             _add_predict_args(p)
         p.add_argument("--device", default="auto")
@@ -229,13 +246,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-bad", action="store_true")
     p.set_defaults(func=cmd_convert)
 
+    p = sub.add_parser("inspect", help="what a dataset holds and every problem in it (tables, JSON, one PNG)")
+    _add_dataset_args(p)
+    p.add_argument("--model", help="also measure how well this zoo model's anchors cover the boxes after its "
+                                   "resize")
+    p.add_argument("--out", default="inspect_out", help="folder for inspect.json and inspect.png")
+    p.add_argument("--samples", type=int, default=8, help="sample images drawn with their boxes")
+    p.add_argument("--workers", type=int, default=4, help="threads that read and decode the images")
+    p.set_defaults(func=cmd_inspect)
+
     p = sub.add_parser("demo", help="train, evaluate and predict on a generated dataset (CPU, minutes)")
     p.add_argument("--out", default="runs/demo")
     p.add_argument("--quick", action="store_true", help="a tiny run that only checks the pipeline")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("models", help="list the zoo")
+    p = sub.add_parser("models", help="the zoo: input, anchors, parameters, GFLOPs (counted), dataset, reference "
+                                      "accuracy, target")
+    form = p.add_mutually_exclusive_group()
+    form.add_argument("--json", action="store_true", help="print JSON")
+    form.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     p.set_defaults(func=cmd_models)
     return parser
 

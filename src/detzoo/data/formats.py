@@ -66,6 +66,7 @@ def read_dataset(spec: DatasetSpec, class_names: list[str] | None = None, skip_b
         raise DataError(f"{path}: unknown dataset format '{fmt}' (one of {', '.join(FORMATS)})")
     data.skipped, data.skipped_objects = problems.skipped, problems.skipped_objects
     data.dropped_boxes, data.clipped_boxes = len(problems.dropped), len(problems.clipped)
+    data.problems = problems.findings()
     for line in problems.summary():
         print(f"warning: {path}: {line}")
     return data
@@ -87,6 +88,7 @@ def read_datasets(specs: list[DatasetSpec], class_names: list[str] | None = None
         first.skipped_objects += more.skipped_objects
         first.dropped_boxes += more.dropped_boxes
         first.clipped_boxes += more.clipped_boxes
+        first.problems += more.problems
         first.coco_json = None
         first.source += f" + {more.source}"
     return first

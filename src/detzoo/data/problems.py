@@ -27,7 +27,7 @@ class Problems:
         self.skip_bad = skip_bad
         self.skipped = 0  # images skipped (skip_bad)
         self.skipped_objects = 0  # objects skipped (skip_bad)
-        self.examples: list[str] = []
+        self.messages: list[str] = []  # every skipped image or object, in full
         self.dropped: list[tuple[str, str]] = []  # (annotation file, object) of boxes without area
         self.clipped: list[tuple[str, str]] = []  # (annotation file, object) of boxes past the image edge
 
@@ -36,18 +36,23 @@ class Problems:
         if not self.skip_bad:
             raise DataError(message)
         self.skipped += 1
-        self._example(message)
+        self.messages.append(message)
 
     def bad_object(self, message: str) -> None:
         """One bad object; raises DataError unless bad samples are skipped (then only the object goes)."""
         if not self.skip_bad:
             raise DataError(message)
         self.skipped_objects += 1
-        self._example(message)
+        self.messages.append(message)
 
-    def _example(self, message: str) -> None:
-        if len(self.examples) < 5:
-            self.examples.append(message)
+    @property
+    def examples(self) -> list[str]:
+        return self.messages[:5]
+
+    def findings(self) -> list[str]:
+        """Every finding in full, one line each: skipped images and objects, dropped and clipped boxes."""
+        return [*self.messages, *(f"{file}: {name}: box without area, dropped" for file, name in self.dropped),
+                *(f"{file}: {name}: box past the image edge, clipped" for file, name in self.clipped)]
 
     def summary(self) -> list[str]:
         """One line per kind of finding (nothing when the data was clean)."""

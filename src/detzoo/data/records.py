@@ -49,6 +49,7 @@ class DetectionData:
     skipped_objects: int = 0  # bad objects skipped (data.skip_bad=true); their images are kept
     dropped_boxes: int = 0  # boxes without area, dropped
     clipped_boxes: int = 0  # boxes past the image edge, clipped
+    problems: list[str] = field(default_factory=list)  # every finding in full: skips, drops, clips (inspect)
 
     def __post_init__(self) -> None:
         if not self.category_ids:

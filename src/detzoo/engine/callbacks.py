@@ -1,8 +1,9 @@
-"""Feedback callbacks (rank 0 only): PNG curves of loss, learning rate and mAP in the run folder, and
-TensorBoard scalars when ``tensorboard`` is installed (``pip install detzoo[tensorboard]``).
+"""Feedback callbacks (rank 0 only): PNG curves of loss, learning rate and mAP in the run folder, the pictures
+of each evaluation in ``<run>/eval/``, and TensorBoard scalars when ``tensorboard`` is installed (``pip install
+detzoo[tensorboard]``).
 
-The plots are drawn with matplotlib's object API on the Agg canvas (no pyplot, so the process's backend is
-left alone) and written atomically (temporary file + rename) after every evaluation and when training ends.
+The plots are drawn with matplotlib's object API on the Agg canvas (``common.figures``: no pyplot, so the
+process's backend is left alone) and written atomically after every evaluation and when training ends.
 """
 
 from __future__ import annotations
@@ -11,13 +12,15 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..common.files import atomic_write
+from ..common.figures import new_figure, save_figure
+from .pictures import write_evaluation_pictures
 from .trainer import Callback
 
 if TYPE_CHECKING:
     from .trainer import Trainer
 
 LOSS_PLOT, LR_PLOT, MAP_PLOT = "loss.png", "lr.png", "mAP.png"
+EVAL_FOLDER = "eval"  # the latest evaluation's pictures
 AREA_SUFFIXES = ("_small", "_medium", "_large")  # per-size COCO metrics stay in metrics.csv, not the plot
 
 
@@ -44,16 +47,13 @@ def _columns(rows: list[dict]) -> list[str]:
 
 
 def _plot(rows: list[dict], columns: list[str], title: str, ylabel: str, path: Path, log_y: bool = False) -> bool:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
     from matplotlib.ticker import MaxNLocator
 
     curves = [(c, *_series(rows, c)) for c in columns]
     curves = [(c, x, y) for c, x, y in curves if x]
     if not curves:
         return False
-    figure = Figure(figsize=(6.4, 4.0), dpi=100, layout="tight")
-    FigureCanvasAgg(figure)
+    figure = new_figure(6.4, 4.0, layout="tight")
     axes = figure.add_subplot()
     for name, epochs, values in curves:
         axes.plot(epochs, values, marker="o" if len(epochs) < 30 else None, markersize=3, label=name)
@@ -65,8 +65,7 @@ def _plot(rows: list[dict], columns: list[str], title: str, ylabel: str, path: P
         axes.set_yscale("log")
     axes.grid(alpha=0.3)
     axes.legend(loc="best", fontsize="small")
-    with atomic_write(path, "wb") as handle:
-        figure.savefig(handle, format="png")
+    save_figure(figure, path)
     return True
 
 
@@ -96,6 +95,16 @@ class PlotCurves(Callback):
     def after_train(self, trainer: Trainer) -> None:
         if trainer.metrics.rows:
             write_plots(trainer.metrics.rows, trainer.run_dir)
+
+
+class EvalPictures(Callback):
+    """After each evaluation: precision/recall curves, AP per class, confusion matrix and validation samples of
+    that evaluation in ``<run>/eval/`` (replaced by the next evaluation's; the title names the epoch)."""
+
+    def after_epoch(self, trainer: Trainer, row: dict) -> None:
+        if trainer.last_eval is not None and any(key.startswith("val_") for key in row):
+            write_evaluation_pictures(trainer.last_eval, trainer.last_eval_detections, trainer.val_data,
+                                      trainer.run_dir / EVAL_FOLDER, title=f"epoch {row['epoch']}")
 
 
 def tensorboard_available() -> bool:

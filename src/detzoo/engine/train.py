@@ -26,7 +26,7 @@ from ..data.formats import read_datasets
 from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
 from ..data.transforms import train_transform
 from ..models.weights import build_model, load_backbone_weights, load_transfer_weights
-from .callbacks import PlotCurves, TensorBoardLogger, tensorboard_available
+from .callbacks import EvalPictures, PlotCurves, TensorBoardLogger, tensorboard_available
 from .ema import build_ema
 from .optim import build_optimizer, build_scheduler, scaled_lr
 from .run_folder import new_run_dir
@@ -81,10 +81,10 @@ def check_precision_and_bn(config: Config, device: torch.device, dist: DistInfo)
 
 
 def feedback_callbacks(run_dir: Path, dist: DistInfo) -> list:
-    """Plots always, TensorBoard when installed; rank 0 only."""
+    """Plots and evaluation pictures always, TensorBoard when installed; rank 0 only."""
     if not dist.is_main:
         return []
-    callbacks = [PlotCurves()]
+    callbacks = [PlotCurves(), EvalPictures()]
     if tensorboard_available():
         callbacks.append(TensorBoardLogger(run_dir / "tensorboard"))
     return callbacks

@@ -112,6 +112,7 @@ class Trainer:
         self.stop_request = StopRequest(announce=self.dist.is_main)  # SIGINT/SIGTERM to this process
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
         self.last_eval = None
+        self.last_eval_detections: list = []  # the detections behind last_eval (rank 0), for the pictures
 
     # ------------------------------------------------------------------ state
 
@@ -317,8 +318,9 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
     def evaluate(self):
-        """The validation result (rank 0; None elsewhere) of ``eval_model``."""
-        result, _ = evaluate_model(self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
+        """The validation result (rank 0; None elsewhere) of ``eval_model``; its detections are kept in
+        ``last_eval_detections``."""
+        result, self.last_eval_detections = evaluate_model(self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
                                    self.config.data.workers, self.device, self.dist, self.config.eval.iou_thresh)
         return result
 

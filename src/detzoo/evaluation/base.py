@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..common.structures import Detections
 from ..data.records import DetectionData
 
@@ -15,6 +17,11 @@ class EvalResult:
     report: str  # the text printed for a human (summary + per-class table)
     primary: str = "mAP"  # the metric that picks best.pt
     extra: dict = field(default_factory=dict)
+    # What the pictures draw, taken from the computation that made the figures above (never recomputed):
+    # curve name -> class name -> (recall, precision), for classes with ground truth; the area under each
+    # curve is that class's AP of the same name in ``class_aps`` (see each evaluator for the interpolation).
+    curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
+    class_aps: dict[str, dict[str, float]] = field(default_factory=dict)  # AP name -> class name -> AP
 
     @property
     def score(self) -> float:

@@ -68,16 +68,32 @@ class COCOEvaluator(Evaluator):
         image_ids = [r.image_id for r in self.data.records]
         evaluator, summary = run_cocoeval(self.gt, self.results(), image_ids)
         metrics = {name: float(v) for name, v in zip(SUMMARY_NAMES, evaluator.stats)}
-        # precision: [IoU, recall, class, area, maxDets]; area "all", 100 detections
-        precision = evaluator.eval["precision"][:, :, :, 0, -1]
-        per_class = {}
-        for k, cat_id in enumerate(evaluator.params.catIds):
-            values = precision[:, :, k]
-            values = values[values > -1]
-            name = self.gt.cats[cat_id]["name"]
-            per_class[name] = float(values.mean()) if values.size else float("nan")
+        per_class, curves, class_aps = class_results(evaluator, self.gt)
         known = [v for v in per_class.values() if not np.isnan(v)]
         report = "\n".join([summary.rstrip(), "", per_class_table(per_class, "AP@[.5:.95]"),
                             f"mAP@[.5:.95] {metrics['mAP']:.4f}  mAP@0.5 {metrics['mAP50']:.4f}  "
                             f"({len(known)} classes with ground truth, {len(image_ids)} images)"])
-        return EvalResult(metrics, per_class, report)
+        return EvalResult(metrics, per_class, report, curves=curves, class_aps=class_aps)
+
+
+def class_results(evaluator: COCOeval, gt: COCO) -> tuple[dict, dict, dict]:
+    """Per-class AP@[.5:.95] (the printed table), and the precision/recall curves at IoU 0.5 and averaged over
+    0.5:0.95 with their APs, all read from pycocotools' own ``eval["precision"]`` array [IoU, recall, class,
+    area, maxDets] (area "all", 100 detections). COCO's AP is the mean of precision at the 101 recall points
+    ``recThrs`` (0, 0.01, .., 1), so each curve's mean is exactly its AP; precision is -1 for a class without
+    ground truth (that class gets no curve) and 0 past the highest recall reached."""
+    precision = evaluator.eval["precision"][:, :, :, 0, -1]
+    recall_points = np.asarray(evaluator.params.recThrs, dtype=np.float64)
+    at_50 = int(np.argmin(np.abs(np.asarray(evaluator.params.iouThrs) - 0.5)))
+    per_class: dict[str, float] = {}
+    curves: dict[str, dict] = {"AP@0.5": {}, "AP@[.5:.95]": {}}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        values = precision[:, :, k]
+        name = gt.cats[cat_id]["name"]
+        valid = values[values > -1]
+        per_class[name] = float(valid.mean()) if valid.size else float("nan")
+        if valid.size == values.size:
+            curves["AP@0.5"][name] = (recall_points, values[at_50].astype(np.float64))
+            curves["AP@[.5:.95]"][name] = (recall_points, values.mean(axis=0, dtype=np.float64))
+    class_aps = {kind: {name: float(p.mean()) for name, (_, p) in by_class.items()} for kind, by_class in curves.items()}
+    return per_class, curves, class_aps

@@ -28,11 +28,18 @@ def average_precision(recall: np.ndarray, precision: np.ndarray, use_11_point: b
     if use_11_point:
         return float(np.mean([precision[recall >= t].max() if (recall >= t).any() else 0.0
                               for t in np.linspace(0.0, 1.0, 11)]))
-    recall = np.concatenate(([0.0], recall, [1.0]))
-    precision = np.concatenate(([0.0], precision, [0.0]))
-    precision = np.maximum.accumulate(precision[::-1])[::-1]  # the envelope: best precision at >= this recall
+    recall, precision = interpolated_curve(recall, precision)
     steps = np.flatnonzero(recall[1:] != recall[:-1])
     return float(np.sum((recall[steps + 1] - recall[steps]) * precision[steps + 1]))
+
+
+def interpolated_curve(recall: np.ndarray, precision: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The curve the area AP integrates: recall from 0 to 1, precision replaced by its envelope (the best
+    precision at this or a higher recall). Drawn as steps (precision[i] on (recall[i-1], recall[i]]), its area
+    is the area AP exactly; the 11-point AP is its mean at recall 0, 0.1, .., 1."""
+    recall = np.concatenate(([0.0], recall, [1.0]))
+    precision = np.concatenate(([0.0], precision, [0.0]))
+    return recall, np.maximum.accumulate(precision[::-1])[::-1]
 
 
 def match_detections(boxes: torch.Tensor, gt_boxes: torch.Tensor, gt_ignore: np.ndarray,
@@ -119,4 +126,8 @@ class VOCEvaluator(Evaluator):
                             f"VOC mAP@{self.iou_thresh:g} {metrics['mAP']:.4f}  (11-point {means['11point']:.4f}, "
                             f"area {means['area']:.4f}; {with_gt} classes with ground truth, "
                             f"{len(self.data.records)} images, difficult objects ignored)"])
-        return EvalResult(metrics, aps[chosen], report)
+        iou = f"AP@{self.iou_thresh:g}"
+        curves = {f"{iou} (area)": {names[k]: interpolated_curve(*c) for k, c in curves.items() if c is not None}}
+        class_aps = {f"{iou} (area)": {n: v for n, v in aps["area"].items() if v == v},
+                     f"{iou} (11-point)": {n: v for n, v in aps["11point"].items() if v == v}}
+        return EvalResult(metrics, aps[chosen], report, curves=curves, class_aps=class_aps)

@@ -12,6 +12,8 @@ locations are better kept in full precision anyway. The result is cast back to t
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import nn
 from torchvision.ops import DeformConv2d, deform_conv2d
@@ -46,7 +48,10 @@ class ModulatedDeformConv2d(DeformConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         taps = self.kernel_size[0] * self.kernel_size[1]
-        with torch.autocast(x.device.type, enabled=False):
+        # (no autocast context on the meta device, which `detzoo models` counts FLOPs on: it has no autocast)
+        no_autocast = (torch.autocast(x.device.type, enabled=False)
+                       if torch.amp.is_autocast_available(x.device.type) else contextlib.nullcontext())
+        with no_autocast:
             x32 = x.float()
             offset, mask_logits = self.offset_mask(x32).split([2 * taps, taps], dim=1)
             out = deform_conv2d(x32, offset, self.weight.float(),

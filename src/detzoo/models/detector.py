@@ -8,6 +8,8 @@
 - ``export_graph(in_graph_nms) -> ExportGraph``: the module the ONNX exporter traces and what its outputs
   are. The default is the whole ``detect`` on one image of any size (two-stage models); single-stage models
   export their raw network plus box decoding, with a dynamic batch (see ``SSD.export_graph``).
+- ``anchor_boxes(image_size)``: the anchors boxes are matched to, for ``detzoo inspect``'s anchor coverage.
+- ``flop_forward(images)``: the dense network whose FLOPs ``detzoo models`` counts (it runs on meta tensors).
 """
 
 from __future__ import annotations
@@ -83,3 +85,13 @@ class Detector(nn.Module):
         exported with, which the metadata records)."""
         return ExportGraph(WholeDetector(self), DETECTIONS, dynamic_batch=False,
                            metadata={"postprocess": {k: getattr(self.selection, k) for k in SELECTION_KEYS}})
+
+    def anchor_boxes(self, image_size: tuple[int, int]) -> torch.Tensor | None:
+        """The anchors (xyxy, input pixels, [A, 4]) that ground-truth boxes are matched to for an input of
+        ``image_size`` = (height, width) after resizing and padding; None for a model without anchors."""
+        return None
+
+    def flop_forward(self, images: torch.Tensor) -> None:
+        """Run the part of the model whose FLOPs are counted, on normalised images (meta tensors work). The
+        default is ``detect``; models override it to leave out what cannot run on meta tensors."""
+        self.detect(images)

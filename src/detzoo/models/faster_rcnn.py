@@ -13,6 +13,8 @@ to fire on it. Images without objects are legal (every anchor and proposal is th
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torchvision.models.detection.image_list import ImageList
@@ -81,3 +83,24 @@ class FasterRCNN(Detector):
         proposals, _ = self.rpn(image_list, features)
         detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
         return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in detections]
+
+    def anchor_boxes(self, image_size: tuple[int, int]) -> torch.Tensor:
+        """The RPN's anchors for a padded input of ``image_size`` (its own ``AnchorGenerator``, fed feature maps
+        of the backbone's sizes: ceil(side / stride); only their shapes are read)."""
+        height, width = image_size
+        maps = [torch.empty(1, 0, math.ceil(height / s), math.ceil(width / s)) for s in self.backbone.strides]
+        images = ImageList(torch.empty(1, 0, height, width), [(height, width)])
+        return self.rpn.anchor_generator(images, maps)[0]
+
+    def flop_forward(self, images: torch.Tensor) -> None:
+        """Backbone + FPN, the RPN head, and the box head and predictor on the test-time maximum of proposals
+        per image (``rpn.post_nms_top_n()``, 1000 for the recipe). What runs between them (anchor decoding,
+        top-k, NMS, RoIAlign) is data-dependent and no matrix product, so it is left out."""
+        features = self.backbone(images)
+        self.rpn.head(list(features.values()))
+        pool = self.roi_heads.box_roi_pool
+        size = pool.output_size
+        height, width = size if isinstance(size, (tuple, list)) else (size, size)
+        channels = next(iter(features.values())).shape[1]
+        rois = images.new_zeros(images.shape[0] * self.rpn.post_nms_top_n(), channels, height, width)
+        self.roi_heads.box_predictor(self.roi_heads.box_head(rois))

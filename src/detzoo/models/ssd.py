@@ -81,6 +81,17 @@ class SSD(Detector):
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
         return self.postprocess.select(*self.decoded(images), sizes)
 
+    def anchor_boxes(self, image_size: tuple[int, int]) -> torch.Tensor:
+        """The fixed anchor buffer: every input is resized to ``preprocess.size``."""
+        if tuple(image_size) != tuple(self.preprocess.size):
+            raise ValueError(f"{type(self).__name__} anchors exist for {tuple(self.preprocess.size)} inputs only, "
+                             f"not {tuple(image_size)}")
+        return self.anchors
+
+    def flop_forward(self, images: torch.Tensor) -> None:
+        """The raw network (decoding and NMS are not matrix products: FlopCounterMode would not count them)."""
+        self(images)
+
     def export_graph(self, in_graph_nms: bool = False) -> ExportGraph:
         """The raw network + decoding with a dynamic batch; with ``in_graph_nms`` also the selection."""
         return ExportGraph(SSDGraph(self, in_graph_nms), DETECTIONS if in_graph_nms else CANDIDATES,

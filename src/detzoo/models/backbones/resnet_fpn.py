@@ -20,10 +20,14 @@ from ..dcn import ModulatedDeformConv2d
 DCN_STAGES = ("layer2", "layer3", "layer4")  # c3-c5: 4 + 6 + 3 = 13 convs in ResNet-50
 STAGES = ("conv1", "layer1", "layer2", "layer3", "layer4")
 FPN_CHANNELS = 256
+FPN_STRIDES = (4, 8, 16, 32, 64)  # P2..P6: each map is ceil(input side / stride) for inputs padded to 32
 
 
 class ResNetFPN(BackboneWithFPN):
-    """``forward(images) -> OrderedDict`` of P2..P6 (keys "0".."3", "pool"), each ``out_channels`` = 256."""
+    """``forward(images) -> OrderedDict`` of P2..P6 (keys "0".."3", "pool"), each ``out_channels`` = 256,
+    at ``strides`` 4..64."""
+
+    strides = FPN_STRIDES
 
     def __init__(self, depth: int = 50, dcn_stages: tuple[str, ...] = (), trainable_stages: int = 3):
         if depth not in (50, 101, 152):
