@@ -73,21 +73,23 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
 
 
-def draw_on(image: Image.Image, det: Detections) -> Image.Image:
-    """Draw ``det`` on ``image`` in place (an RGB Pillow image); returns it."""
+def draw_on(image: Image.Image, det: Detections, scores: bool = True) -> Image.Image:
+    """Draw ``det`` on ``image`` in place (an RGB Pillow image); returns it. ``scores=False`` labels boxes with
+    the class name only (ground truth)."""
     if len(det) == 0:
         return image
     style = drawing_style(*image.size)
     canvas = ImageDraw.Draw(image)
     text_font = font(style.font_size)
     order = torch.argsort(det.scores, stable=True).tolist()  # best last, so its label is on top
-    boxes, scores, labels = det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()
+    boxes, values, labels = det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()
     for i in order:
         x1, y1, x2, y2 = boxes[i]
         color = class_color(labels[i])
         canvas.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=color, width=style.line_width)
     for i in order:
-        _draw_label(canvas, image.size, boxes[i], label_text(det.class_names[labels[i]], scores[i]),
+        name = det.class_names[labels[i]]
+        _draw_label(canvas, image.size, boxes[i], label_text(name, values[i]) if scores else name,
                     class_color(labels[i]), text_font, style)
     return image
 
@@ -103,14 +105,14 @@ def _draw_label(canvas: ImageDraw.ImageDraw, size: tuple[int, int], box: list[fl
     canvas.text((x + style.padding, y + style.padding), text, fill=text_color(color), font=text_font, anchor="lt")
 
 
-def draw(image: torch.Tensor | np.ndarray, det: Detections) -> np.ndarray:
+def draw(image: torch.Tensor | np.ndarray, det: Detections, scores: bool = True) -> np.ndarray:
     """A uint8 RGB image ([3,H,W] tensor or [H,W,3] array) -> [H,W,3] with ``det`` drawn (a new array; the
-    image itself when there is nothing to draw)."""
+    image itself when there is nothing to draw); ``scores=False`` for ground truth."""
     if isinstance(image, torch.Tensor):
         image = image.permute(1, 2, 0).numpy()
     if len(det) == 0:
         return image
-    return np.asarray(draw_on(Image.fromarray(np.ascontiguousarray(image)), det))
+    return np.asarray(draw_on(Image.fromarray(np.ascontiguousarray(image)), det, scores))
 
 
 def save_drawn(image: torch.Tensor | np.ndarray, det: Detections, path: str | Path) -> Path:

@@ -30,6 +30,7 @@ class Problems:
         self.messages: list[str] = []  # every skipped image or object, in full
         self.dropped: list[tuple[str, str]] = []  # (annotation file, object) of boxes without area
         self.clipped: list[tuple[str, str]] = []  # (annotation file, object) of boxes past the image edge
+        self.repairs: list[str] = []  # every dropped or clipped box, in full (file, image, object, box)
 
     def bad(self, message: str) -> None:
         """One bad image or file; raises DataError unless bad samples are skipped."""
@@ -45,14 +46,23 @@ class Problems:
         self.skipped_objects += 1
         self.messages.append(message)
 
+    def drop(self, where: tuple[str, str], message: str) -> None:
+        """A box without area, dropped: ``where`` = (annotation file, object) for the summary line."""
+        self.dropped.append(where)
+        self.repairs.append(message)
+
+    def clip(self, where: tuple[str, str], message: str) -> None:
+        """A box past the image edge, clipped."""
+        self.clipped.append(where)
+        self.repairs.append(message)
+
     @property
     def examples(self) -> list[str]:
         return self.messages[:5]
 
     def findings(self) -> list[str]:
         """Every finding in full, one line each: skipped images and objects, dropped and clipped boxes."""
-        return [*self.messages, *(f"{file}: {name}: box without area, dropped" for file, name in self.dropped),
-                *(f"{file}: {name}: box past the image edge, clipped" for file, name in self.clipped)]
+        return [*self.messages, *self.repairs]
 
     def summary(self) -> list[str]:
         """One line per kind of finding (nothing when the data was clean)."""

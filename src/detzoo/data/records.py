@@ -93,10 +93,12 @@ def make_record(
         elif x2 > x1 and y2 > y1 and (x1 >= width + tol or y1 >= height + tol or x2 <= -tol or y2 <= -tol):
             problems.bad_object(f"{where} lies outside the {width}x{height} image")
         elif x2 <= x1 or y2 <= y1 or clipped[i, 2] - clipped[i, 0] < 1 or clipped[i, 3] - clipped[i, 1] < 1:
-            problems.dropped.append((annotation_file or origin, names[i]))
+            problems.drop((annotation_file or origin, names[i]), f"{where} has no area inside the {width}x{height} "
+                          "image: dropped")
         else:
             if np.abs(clipped[i] - box_array[i]).max() > tol:
-                problems.clipped.append((annotation_file or origin, names[i]))
+                problems.clip((annotation_file or origin, names[i]), f"{where} extends past the {width}x{height} "
+                              "image: clipped")
             keep[i] = True
 
     def kept(values: list | None, dtype) -> np.ndarray:

@@ -33,12 +33,12 @@ def spread_indices(data: DetectionData, count: int) -> list[int]:
 
 
 def ground_truth(record: ImageRecord, class_names: list[str]) -> Detections:
-    """A record's boxes as Detections (score 1), so they are drawn the way predictions are."""
+    """A record's boxes as Detections (score 1), drawn the way predictions are (``thumbnail(..., scores=False)``)."""
     return Detections(torch.from_numpy(record.boxes).float(), torch.ones(record.num_objects),
                       torch.from_numpy(record.labels), class_names, record.image_id, str(record.path))
 
 
-def thumbnail(image: torch.Tensor, det: Detections, side: int = THUMBNAIL) -> np.ndarray:
+def thumbnail(image: torch.Tensor, det: Detections, side: int = THUMBNAIL, scores: bool = True) -> np.ndarray:
     """A uint8 [3,H,W] image shrunk to at most ``side`` pixels with ``det`` (original pixels) drawn -> HxWx3."""
     height, width = image.shape[-2:]
     scale = min(1.0, side / max(height, width))
@@ -47,7 +47,7 @@ def thumbnail(image: torch.Tensor, det: Detections, side: int = THUMBNAIL) -> np
     sx, sy = image.shape[-1] / width, image.shape[-2] / height
     shrunk = Detections(det.boxes * torch.tensor([sx, sy, sx, sy]), det.scores, det.labels, det.class_names,
                         det.image_id, det.path)
-    return draw(image, shrunk).permute(1, 2, 0).numpy()
+    return draw(image, shrunk, scores)
 
 
 def write_evaluation_pictures(result: EvalResult, detections: list[Detections], data: DetectionData,
@@ -72,7 +72,7 @@ def write_evaluation_pictures(result: EvalResult, detections: list[Detections], 
                 continue
             found = detections[index].filter(SAMPLE_SCORE)
             rows.append((f"{record.path.name}: ground truth ({record.num_objects})",
-                         thumbnail(image, ground_truth(record, data.class_names)),
+                         thumbnail(image, ground_truth(record, data.class_names), scores=False),
                          f"detections >= {SAMPLE_SCORE:g} ({len(found)})", thumbnail(image, found)))
         written.append(plots.plot_side_by_side(rows, folder / plots.SAMPLES, f"{prefix}validation samples"))
     return [path for path in written if path is not None]

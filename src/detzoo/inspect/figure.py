@@ -75,7 +75,7 @@ def draw_inspection(data: DetectionData, report: dict, samples: dict[int, torch.
         row, column = divmod(k, GRID_COLUMNS)
         axes = figure.add_subplot(grid[2 + row, 3 * column: 3 * column + 3])
         record = data.records[index]
-        axes.imshow(thumbnail(samples[index], ground_truth(record, data.class_names)))
+        axes.imshow(thumbnail(samples[index], ground_truth(record, data.class_names), scores=False))
         axes.set_title(f"{record.path.name} ({record.num_objects})", fontsize=8)
         axes.axis("off")
     return save_figure(figure, path, colors=256)
