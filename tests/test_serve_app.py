@@ -495,6 +495,10 @@ def test_serve_without_a_model_says_how_to_get_one(tmp_path, monkeypatch, capsys
     run.mkdir(parents=True)
     (run / "best.pt").write_bytes(b"")
     assert default_model() == run.relative_to(tmp_path) / "best.pt"
+    assert main(["serve", "--max-batch", "0"]) == 2
+    assert "serve settings must be positive (delay: >= 0): max_batch=0" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "missing.pt")]) == 2
+    assert "missing.pt: checkpoint not found" in capsys.readouterr().err
 
 
 def test_an_open_address_without_a_key_is_warned_about():

@@ -1,11 +1,10 @@
 """The ASGI application: Starlette routes (``routes.py``) behind middleware, outermost first: metrics (counts
 every answer, refusals included), CORS (only when origins are given), the API key, the body limit. Errors
 become one-line JSON answers: ``{"error": "..."}`` with a 4xx for anything the client did, 500 only for a
-bug (logged with its traceback; the server goes on)."""
+bug (the server logs its traceback and goes on)."""
 
 from __future__ import annotations
 
-import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -25,8 +24,6 @@ from .routes import ROUTES
 from .service import Service
 from .settings import ServeSettings
 
-log = logging.getLogger("detzoo.serve")
-
 
 async def _user_error(request: Request, exc: DetzooError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=status_for(exc), headers=getattr(exc, "headers", None))
@@ -37,7 +34,7 @@ async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def _bug(request: Request, exc: Exception) -> JSONResponse:
-    log.exception("error while answering %s %s", request.method, request.url.path, exc_info=exc)
+    """Starlette re-raises the exception after this answer, so the server (uvicorn) logs its traceback."""
     return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
 
 
