@@ -505,3 +505,42 @@ def test_an_open_address_without_a_key_is_warned_about():
     assert "without an API key" in open_address_warning("0.0.0.0", ServeSettings())
     assert open_address_warning("0.0.0.0", ServeSettings(api_key="k")) is None
     assert open_address_warning("127.0.0.1", ServeSettings()) is None
+
+
+# --------------------------------------------------------------------------- every kind of model file
+
+
+@pytest.fixture(scope="module")
+def model_files(trained_checkpoint, coco128, tmp_path_factory):
+    """The trained checkpoint as a run folder, an ONNX file, an ONNX file ending in NMS, and INT8."""
+    from detzoo.common.config import DatasetSpec
+    from detzoo.data.formats import read_dataset
+    from detzoo.export.api import export_checkpoint
+    from detzoo.export.quantize import quantize_model
+
+    folder = tmp_path_factory.mktemp("served")
+    run = folder / "run"
+    run.mkdir()
+    (run / "last.pt").symlink_to(trained_checkpoint)
+    check = dict(check_images=coco128 / "val2017", check_count=2)
+    onnx, _ = export_checkpoint(trained_checkpoint, folder / "model.onnx", **check)
+    nms, _ = export_checkpoint(trained_checkpoint, folder / "nms.onnx", in_graph_nms=True, **check)
+    int8 = quantize_model(onnx, folder / "model.int8.onnx", read_dataset(DatasetSpec(str(coco128))), 4)
+    return {"run folder": run, "onnx": onnx, "onnx nms": nms, "int8": int8}
+
+
+@pytest.mark.parametrize("kind, backend, precision", [("run folder", "pytorch", "fp32"),
+                                                      ("onnx", "onnxruntime", "fp32"),
+                                                      ("onnx nms", "onnxruntime", "fp32"),
+                                                      ("int8", "onnxruntime", "int8")])
+def test_every_model_file_is_served_with_its_backend(model_files, images, kind, backend, precision):
+    predictor = Predictor.from_file(model_files[kind], device="cpu")
+    with client_for(predictor) as client:
+        model = client.get("/v1/models").json()["models"][0]
+        assert (model["backend"], model["precision"], model["name"]) == (backend, precision, "ssd300_mobilenetv2")
+        response = client.post("/v1/detect", content=images[0].read_bytes(), headers={"Content-Type": "image/jpeg"})
+        assert response.json()["images"][0]["detections"] == reference(predictor, images[0])
+        if kind == "onnx nms":  # NMS inside the graph: selection can only be made stricter, looser is a 422
+            looser = client.post("/v1/detect?score_threshold=0.001", content=images[0].read_bytes(),
+                                 headers={"Content-Type": "image/jpeg"})
+            assert looser.status_code == 422 and "cannot be made looser" in looser.json()["error"]
