@@ -260,8 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
                    help="pixels per image, read from its header before decoding")
     p.add_argument("--decode-threads", type=int, default=defaults.decode_threads, help="images decoded at once")
-    p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY or X-API-Key); "
-                                     "default $DETZOO_API_KEY")
+    p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY or X-API-Key); default "
+                                     "$DETZOO_API_KEY, which other users cannot read in the process list")
     p.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; CORS is off "
                                                           "by default)")
     p.add_argument("--access-log", action="store_true", help="log every request")
