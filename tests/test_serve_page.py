@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -29,7 +30,8 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--window-size=1280,800")
+         "--window-size=1280,800",
+         "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream")  # a synthetic webcam
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,13 @@ def _listed(driver) -> list[dict]:
             for row in rows]
 
 
+def _answered(server) -> float:
+    """How many detection requests the server has answered with 200 (its /metrics)."""
+    metrics = httpx2.get(f"{server.url}/metrics", timeout=60).text
+    found = re.search(r'^detzoo_requests_total\{method="POST",route="/v1/detect",status="200"\} (\S+)$', metrics, re.M)
+    return float(found.group(1)) if found else 0.0
+
+
 def _set_slider(driver, value: float) -> None:
     driver.execute_script("const s = document.getElementById('score'); s.value = arguments[0];"
                           "s.dispatchEvent(new Event('input'));", str(value))
@@ -82,6 +91,7 @@ def _screenshot(driver, folder: Path) -> None:
 
 def test_the_page_shows_the_apis_detections(browser, server, coco128, tmp_path):
     image = trained_images(coco128, 1)[0]
+    answered = _answered(server)
     api = httpx2.post(f"{server.url}/v1/detect", files={"image": (image.name, image.read_bytes(), "image/jpeg")},
                       timeout=300).json()["images"][0]["detections"]
     assert api, "the trained model detects something on its training image"
@@ -106,8 +116,7 @@ def test_the_page_shows_the_apis_detections(browser, server, coco128, tmp_path):
     assert _listed(browser) == [d for d in api if d["label"] != hidden]
     browser.find_element(By.CSS_SELECTOR, f"#classes input[data-label='{hidden}']").click()
     _set_slider(browser, 0.3)
-    requests = httpx2.get(f"{server.url}/metrics", timeout=60).text
-    assert 'detzoo_requests_total{method="POST",route="/v1/detect",status="200"} 2.0' in requests
+    assert _answered(server) == answered + 2  # the API call and the page's upload: the filters sent nothing
 
     # the boxes are drawn in the palette's colour of their class: the middle of each box's left edge
     shown = [d for d in api if d["score"] >= 0.3]
@@ -117,3 +126,18 @@ def test_the_page_shows_the_apis_detections(browser, server, coco128, tmp_path):
         " 1, 1).data.slice(0, 3)));", [d["box"] for d in shown])
     expected = [[int(PALETTE[d["label"] % len(PALETTE)][i: i + 2], 16) for i in (1, 3, 5)] for d in shown]
     assert any(got == want for got, want in zip(colours, expected)), (colours, expected)
+
+
+def test_the_webcam_mode_sends_frames_and_draws_the_answers(browser, server):
+    """Chromium's synthetic camera stands in for a webcam: frames go to /v1/detect as image/jpeg, one at a time."""
+    browser.get(server.url + "/")
+    wait = WebDriverWait(browser, 180)
+    wait.until(lambda d: "ssd300_mobilenetv2" in d.find_element(By.ID, "model").text)
+    button = browser.find_element(By.ID, "webcam")
+    button.click()
+    card = wait.until(lambda d: next((c for c in d.find_elements(By.CSS_SELECTOR, ".card[data-state=done]")
+                                      if "webcam" in c.find_element(By.TAG_NAME, "h3").text), None))
+    assert "round trip" in card.find_element(By.CLASS_NAME, "latency").text
+    assert button.text == "Stop webcam" and browser.find_element(By.ID, "error").text == ""
+    button.click()
+    assert button.text == "Start webcam"
