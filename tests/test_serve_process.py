@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx2
 import pytest
 
+from detzoo.models.selection import SelectOptions
 from detzoo.predict import Predictor
 from serve_helpers import ServerProcess, assert_same_detections, reference, trained_images
 
@@ -31,38 +32,49 @@ def server(trained_checkpoint):
     server.stop()
 
 
-def _send(client: httpx2.Client, url: str, path, form: str) -> httpx2.Response:
+def _send(client: httpx2.Client, url: str, path, form: str, score: float | None = None) -> httpx2.Response:
     data = path.read_bytes()
+    options = {} if score is None else {"score_threshold": score}
     if form == "multipart":
-        return client.post(f"{url}/v1/detect", files={"image": (path.name, data, "image/jpeg")})
+        return client.post(f"{url}/v1/detect", files={"image": (path.name, data, "image/jpeg")},
+                           data={k: str(v) for k, v in options.items()})
     if form == "raw":
-        return client.post(f"{url}/v1/detect", content=data, headers={"Content-Type": "image/jpeg"})
-    return client.post(f"{url}/v1/detect", json={"image": base64.b64encode(data).decode()})
+        return client.post(f"{url}/v1/detect", content=data, headers={"Content-Type": "image/jpeg"}, params=options)
+    return client.post(f"{url}/v1/detect", json={"image": base64.b64encode(data).decode(), **options})
 
 
 def test_16_concurrent_clients_get_the_predictors_answers(server, trained_checkpoint, coco128):
+    """Half the clients ask for score >= 0.3, half for >= 0.25 (so batches mix options); both thresholds are
+    far from every score and leave far fewer detections than the cap of 100 (both checked), so float32 rounding
+    cannot move a detection across a boundary."""
     images = trained_images(coco128, 8)
     predictor = Predictor.from_file(trained_checkpoint, device="cpu")
-    expected = {path: reference(predictor, path) for path in images}
+    scores = (0.3, 0.25)
+    expected = {(path, score): reference(predictor, path, SelectOptions(score_threshold=score))
+                for path in images for score in scores}
+    assert all(0 < len(detections) < 100 for detections in expected.values())
+    near = [d["score"] for path in images for d in reference(predictor, path, SelectOptions(score_threshold=0.2))
+            if any(abs(d["score"] - score) < 1e-4 for score in scores)]
+    assert not near, near  # no score close enough to a threshold to cross it by rounding
     forms = ("multipart", "raw", "json")
 
     def client_run(index: int) -> list[tuple[object, httpx2.Response]]:
         answers = []
         with httpx2.Client(timeout=TIMEOUT) as client:
             for request in range(REQUESTS_PER_CLIENT):
-                path = images[(index + request) % len(images)]
-                answers.append((path, _send(client, server.url, path, forms[(index + request) % 3])))
+                path, score = images[(index + request) % len(images)], scores[index % 2]
+                answers.append(((path, score), _send(client, server.url, path, forms[(index + request) % 3], score)))
         return answers
 
     with ThreadPoolExecutor(CLIENTS) as pool:
         answers = [answer for run in pool.map(client_run, range(CLIENTS)) for answer in run]
     assert len(answers) == CLIENTS * REQUESTS_PER_CLIENT
-    failed = [(path.name, response.status_code, response.text) for path, response in answers
+    failed = [(key[0].name, response.status_code, response.text) for key, response in answers
               if response.status_code != 200]
     assert not failed, failed
-    for path, response in answers:
+    for key, response in answers:
         # batched with other clients' images where the reference ran alone: equal within float32 rounding
-        assert_same_detections(response.json()["images"][0]["detections"], expected[path])
+        assert_same_detections(response.json()["images"][0]["detections"], expected[key])
     metrics = httpx2.get(f"{server.url}/metrics", timeout=TIMEOUT).text
     count = CLIENTS * REQUESTS_PER_CLIENT
     assert f'detzoo_requests_total{{method="POST",route="/v1/detect",status="200"}} {count}.0' in metrics
