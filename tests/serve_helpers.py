@@ -1,22 +1,26 @@
 """Shared by the service tests: images to send, the Predictor's answer to compare with, a decompression
-bomb, and a real ``detzoo serve`` process on a free local port."""
+bomb, an in-process client (and a Gate that holds the model's calls), and a real ``detzoo serve`` process on a
+free local port."""
 
 from __future__ import annotations
 
 import io
 import socket
 import struct
+import threading
 import time
 import zlib
 from pathlib import Path
 
 import httpx2
 from PIL import Image
+from starlette.testclient import TestClient
 
 from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import decode_rgb
 from detzoo.models.selection import SelectOptions
+from detzoo.serve import ServeSettings, create_app
 from fast_training import start_cli, wait_for
 
 # Box coordinates are rounded to 0.01 px in the answer (Detections.to_dict), scores to 1e-5. The service may
@@ -89,3 +93,34 @@ class ServerProcess:
         if self.process.poll() is None:
             self.process.kill()
         self.process.communicate()
+
+
+def client_for(predictor, **settings) -> TestClient:
+    return TestClient(create_app(predictor, ServeSettings(**settings), "model.pt"))
+
+
+def wait_ready(client: TestClient) -> None:
+    deadline = time.monotonic() + 120
+    while client.get("/readyz").status_code != 200:
+        assert time.monotonic() < deadline, "the service never became ready"
+        time.sleep(0.05)
+
+
+class Gate:
+    """Holds the model's calls while closed (to fill the queue or time a request out), passes them when open."""
+
+    def __init__(self, predictor):
+        self.opened = threading.Event()
+        self.opened.set()
+        self.calls = threading.Semaphore(0)
+        original = predictor.predict_images
+
+        def held(images, options=None):
+            if not self.opened.is_set():
+                self.calls.release()
+            assert self.opened.wait(120), "the gate was never opened"
+            return original(images, options)
+
+        predictor.predict_images = held
+
+
