@@ -45,3 +45,41 @@ def shapes(tmp_path_factory) -> tuple[Path, Path]:
     from detzoo.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=24, val=8, size=128)
+
+
+TRAIN_IMAGES = 8  # trained_checkpoint overfits these, so its mAP and scores on them are far from zero
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(tmp_path_factory, coco128):
+    """ssd300_mobilenetv2 at 128 px after 25 steps on the first 8 coco128 images (no augmentation), with its
+    BatchNorm statistics re-estimated on them: after so short a run the running averages lag the weights and
+    the eval-mode mAP is noise (0.007 instead of ~0.8). Used by the deployment and the service tests."""
+    from detzoo.common.checkpoints import model_payload
+    from detzoo.common.config import DatasetSpec, load_config
+    from detzoo.data.formats import read_dataset
+    from detzoo.data.loader import Collate, DetectionDataset
+    from detzoo.data.transforms import eval_transform, normalize
+    from detzoo.engine.precise_bn import recompute_bn_statistics
+    from detzoo.models.weights import build_model
+
+    torch.manual_seed(0)
+    config = load_config("ssd300_mobilenetv2", ["model.input_size=128", "model.score_thresh=0.01",
+                                                f"data.train={coco128}", f"data.val={coco128}"])
+    data = read_dataset(DatasetSpec(str(coco128)))
+    model = build_model(config, len(data.class_names))
+    dataset = DetectionDataset(data, eval_transform(model.preprocess))
+    batch = Collate()([dataset[i] for i in range(TRAIN_IMAGES)])
+    images = normalize(batch.images, model.preprocess)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    model.train()
+    for _ in range(25):
+        loss = sum(model.compute_loss(images, batch.targets).values())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    data.records = data.records[:TRAIN_IMAGES]
+    recompute_bn_statistics(model, data, batches=1, batch_size=TRAIN_IMAGES, device=torch.device("cpu"))
+    path = tmp_path_factory.mktemp("trained") / "model.pt"
+    torch.save(model_payload(model.eval(), config.to_dict(), data.class_names), path)
+    return path

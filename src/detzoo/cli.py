@@ -155,6 +155,25 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_serve(args) -> int:
+    import os
+
+    try:
+        from .serve.server import serve
+    except ModuleNotFoundError as exc:
+        raise ConfigError(f"detzoo serve needs the serve extra ({exc.name} is missing): "
+                          "pip install 'detzoo[serve]'") from None
+    from .serve.settings import API_KEY_ENV, ServeSettings
+
+    settings = ServeSettings(max_batch=args.max_batch, max_batch_delay_ms=args.max_batch_delay_ms,
+                             queue_size=args.queue_size, timeout_s=args.timeout,
+                             max_body_bytes=int(args.max_body_mb * 2**20), max_images=args.max_images,
+                             max_pixels=args.max_pixels, decode_threads=args.decode_threads,
+                             api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
+                             cors_origins=args.cors_origin or [])
+    return serve(args.model, args.host, args.port, args.device, settings, args.access_log)
+
+
 def cmd_models(args) -> int:
     from .models.summary import format_json, format_markdown, format_table, zoo_summaries
 
@@ -260,6 +279,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a tiny run that only checks the pipeline")
     p.add_argument("overrides", nargs="*", help="key=value overrides of the demo recipe")
     p.set_defaults(func=cmd_demo)
+
+    from .serve.settings import ServeSettings
+
+    defaults = ServeSettings()
+    p = sub.add_parser("serve", help="HTTP detection service with a web page (the serve extra)")
+    p.add_argument("model", nargs="?", help="checkpoint, run folder or .onnx (default: the demo's, runs/demo/run)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per model call")
+    p.add_argument("--max-batch-delay-ms", type=float, default=defaults.max_batch_delay_ms,
+                   help="how long a batch waits for more images after its first")
+    p.add_argument("--queue-size", type=int, default=defaults.queue_size,
+                   help="requests waiting for the model; one more is answered 503")
+    p.add_argument("--timeout", type=float, default=defaults.timeout_s,
+                   help="seconds before an unanswered request gets 504")
+    p.add_argument("--max-body-mb", type=float, default=defaults.max_body_bytes / 2**20,
+                   help="largest request body (413 above)")
+    p.add_argument("--max-images", type=int, default=defaults.max_images, help="images per request")
+    p.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
+                   help="pixels per image, read from its header before decoding")
+    p.add_argument("--decode-threads", type=int, default=defaults.decode_threads, help="images decoded at once")
+    p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY or X-API-Key); default "
+                                     "$DETZOO_API_KEY, which other users cannot read in the process list")
+    p.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; CORS is off "
+                                                          "by default)")
+    p.add_argument("--access-log", action="store_true", help="log every request")
+    p.set_defaults(func=cmd_serve)
+
 
     p = sub.add_parser("models", help="the zoo: input, anchors, parameters, GFLOPs (counted), dataset, reference "
                                       "accuracy, target")

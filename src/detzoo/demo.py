@@ -71,4 +71,5 @@ def run_demo(out: Path, quick: bool = False, overrides: list[str] | tuple[str, .
     print(f"  run folder:   {run_dir} (config.yaml, metrics.csv, last.pt, best.pt)")
     print(f"  predictions:  {predictions} (drawn images + JSON for 8 val images)")
     print(f"  try:          detzoo predict {best} YOUR_IMAGES/ --out predictions")
+    print(f"  serve it:     detzoo serve {best}  (web page and HTTP API on http://127.0.0.1:8000/)")
     return summary

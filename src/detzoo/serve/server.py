@@ -1,0 +1,72 @@
+"""Running the service: find the model (``runs/demo`` when none is named), load it, warn about an open
+address without a key, and run uvicorn. SIGTERM (or Ctrl-C) drains: uvicorn stops accepting, the requests in
+flight are answered (``/readyz`` says 503 meanwhile), the batch worker stops, and the process exits 0."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from ..common.errors import ConfigError
+from ..predict import Predictor
+from .app import create_app
+from .settings import LOOPBACK_HOSTS, ServeSettings
+
+log = logging.getLogger("detzoo.serve")
+DEMO_RUN = Path("runs/demo/run")
+
+
+def default_model() -> Path:
+    """The demo's model (``make demo``), relative to the working directory."""
+    for candidate in (DEMO_RUN / "best.pt", DEMO_RUN / "last.pt"):
+        if candidate.is_file():
+            return candidate
+    raise ConfigError(f"no MODEL given and no demo model in {DEMO_RUN}/: run `make demo` (or `detzoo demo`) "
+                      "first, or pass a checkpoint, a run folder or an .onnx file")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's server that marks the service as draining the moment a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, service):
+        super().__init__(config)
+        self.service = service
+
+    def handle_exit(self, sig, frame) -> None:
+        self.service.draining = True
+        super().handle_exit(sig, frame)
+
+
+def open_address_warning(host: str, settings: ServeSettings) -> str | None:
+    if host in LOOPBACK_HOSTS or settings.api_key is not None:
+        return None
+    return (f"warning: serving on {host}, reachable from other machines, without an API key: anyone who can "
+            "reach it can use it (set --api-key or $DETZOO_API_KEY)")
+
+
+def serve(model: str | Path | None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
+          settings: ServeSettings | None = None, access_log: bool = False) -> int:
+    settings = settings or ServeSettings()
+    model = Path(model) if model else default_model()
+    predictor = Predictor.from_file(model, device=device, batch_size=settings.max_batch)
+    warning = open_address_warning(host, settings)
+    if warning:
+        print(warning, file=sys.stderr)
+    app = create_app(predictor, settings, model)
+    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info",
+                            timeout_graceful_shutdown=settings.timeout_s + 5, lifespan="on")
+    server = DrainingServer(config, app.state.service)
+    print(f"serving {model} on http://{host}:{port}/ (web page), POST /v1/detect; Ctrl-C or SIGTERM drains "
+          "and stops", file=sys.stderr)
+    # uvicorn re-raises the stop signal after its graceful shutdown, with the handlers found at start: these make
+    # that re-raise end in a clean exit 0 (and a signal before uvicorn listens just stops it).
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, lambda sig, frame: server.handle_exit(sig, frame))
+    server.run()
+    if not server.started:
+        raise ConfigError(f"the server did not start on {host}:{port} (see the log above; port in use?)")
+    return 0
