@@ -38,7 +38,7 @@ def trained_images(coco128: Path, count: int = 8) -> list[Path]:
 
 def reference(predictor, path: Path, options: SelectOptions | None = None) -> list[dict]:
     """What the Predictor says about one image, in the answer's JSON form."""
-    return predictor.predict_images([decode_rgb(path, exif=True)], options)[0].to_dict()["detections"]
+    return predictor.predict_images([decode_rgb(path)], options)[0].to_dict()["detections"]
 
 
 def assert_same_detections(answer: list[dict], expected: list[dict]) -> None:

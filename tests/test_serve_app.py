@@ -15,7 +15,7 @@ from detzoo.models.selection import SelectOptions
 from detzoo.predict import Predictor
 from detzoo.serve import ServeSettings, create_app
 from detzoo.serve.server import default_model, open_address_warning
-from detzoo.visualize import PALETTE
+from detzoo.visualize import PALETTE, STYLE_RULES, font_path
 from serve_helpers import (
     Gate,
     assert_same_detections,
@@ -245,9 +245,13 @@ def test_the_page_is_self_contained_and_uses_the_python_palette(client):
     assert response.status_code == 200 and response.headers["content-type"].startswith("text/html")
     page = response.text
     config = json.loads(page.split("const CONFIG = ", 1)[1].split(";\n", 1)[0])
-    assert config == {"palette": PALETTE}
+    assert config == {"palette": PALETTE, "style": json.loads(json.dumps(STYLE_RULES))}
     for outside in ("http://", "https://", "src=\"//", "@import"):
         assert outside not in page, outside  # no CDN: it works offline
+    # the font the page draws labels with is the one visualize draws with, from this server
+    assert 'url("/assets/DejaVuSans.ttf")' in page
+    font = client.get("/assets/DejaVuSans.ttf")
+    assert font.status_code == 200 and font.content == font_path().read_bytes()
 
 
 # --------------------------------------------------------------------------- command line

@@ -66,11 +66,16 @@ def label_text(class_name: str, score: float) -> str:
     return STYLE_RULES["label"].format(class_name=class_name, score=score)
 
 
-@functools.cache
-def font(size: int) -> ImageFont.FreeTypeFont:
+def font_path() -> Path:
+    """DejaVu Sans, the TrueType file matplotlib ships (the service sends the same file to its page)."""
     import matplotlib
 
-    return ImageFont.truetype(str(Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"), size)
+    return Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
+
+
+@functools.cache
+def font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.truetype(str(font_path()), size)
 
 
 def draw_on(image: Image.Image, det: Detections, scores: bool = True) -> Image.Image:

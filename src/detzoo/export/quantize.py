@@ -122,11 +122,11 @@ class TimedBackend:
         self.seconds = 0.0
         self.images = 0
 
-    def __call__(self, batch):
+    def __call__(self, batch, options=None):
         if self.images == 0:
-            self.backend(batch)
+            self.backend(batch, options)
         start = time.perf_counter()
-        outputs = self.backend(batch)
+        outputs = self.backend(batch, options)
         self.seconds += time.perf_counter() - start
         self.images += len(batch)
         return outputs

@@ -66,6 +66,6 @@ def decode_upload(upload: Upload, max_pixels: int) -> torch.Tensor:
     truncated or corrupt image."""
     check_header(upload, max_pixels)
     try:
-        return decode_rgb(_NamedBytes(upload.data, upload.name), exif=True)
+        return decode_rgb(_NamedBytes(upload.data, upload.name))  # EXIF orientation applied
     except DataError as exc:
         raise RequestError(400, str(exc)) from None

@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import RequestError
 
-OPEN_PATHS = ("/", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
+OPEN_PATHS = ("/", "/assets/DejaVuSans.ttf", "/healthz", "/readyz", "/v2/health/live", "/v2/health/ready")
 
 
 async def send_error(send: Send, status: int, message: str, headers: dict[str, str] | None = None) -> None:

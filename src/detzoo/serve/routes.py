@@ -9,10 +9,11 @@ import time
 
 import anyio
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from ..common.structures import Detections
+from ..visualize import font_path
 from .batching import QueueFull
 from .errors import RequestError
 from .images import Upload, decode_upload
@@ -85,6 +86,10 @@ async def page(request: Request) -> Response:
     return HTMLResponse(page_html())
 
 
+async def page_font(request: Request) -> Response:
+    return FileResponse(font_path(), media_type="font/ttf", headers={"Cache-Control": "max-age=86400"})
+
+
 async def models(request: Request) -> Response:
     return JSONResponse(_service(request).models_document())
 
@@ -143,6 +148,7 @@ async def kserve_model_ready(request: Request) -> Response:
 
 ROUTES = [
     Route("/", page, methods=["GET"]),
+    Route("/assets/DejaVuSans.ttf", page_font, methods=["GET"]),
     Route("/v1/detect", detect, methods=["POST"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
