@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..common.memory import retain_freed_memory
+from ..common.precision import autocast, check_torch_precision
 from ..common.structures import Detections
 from ..data.loader import Batch
 from ..data.transforms import Preprocess, normalize
@@ -16,17 +18,50 @@ from ..models.selection import SelectOptions, select_with
 
 
 class TorchBackend:
-    """Runs a detzoo model on a uint8 batch; returns outputs in input-image pixels."""
+    """Runs a detzoo model on a uint8 batch; returns outputs in input-image pixels.
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
+    ``precision`` ``bf16`` runs the network under bfloat16 autocast in NHWC layout (oneDNN's fast path;
+    box decoding and NMS stay float32) and is refused in one line where the device has no bfloat16;
+    ``channels_last`` moves the model and every batch to NHWC in fp32 too. Building a backend keeps freed
+    memory in the process (``common.memory``), so that batches do not page-fault on every call."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", precision: str = "fp32",
+                 channels_last: bool = False):
         self.device = torch.device(device)
+        self.precision = check_torch_precision(precision, self.device)
+        self.channels_last = channels_last or precision == "bf16"
+        retain_freed_memory()
         self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.preprocess: Preprocess = model.preprocess
 
     @torch.inference_mode()
     def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
         images = normalize(batch.images.to(self.device), self.preprocess)
-        return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
+
+
+def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """A model whose ``detect`` runs in ``precision`` from now on, as ``TorchBackend`` runs it (for torch.hub
+    models, which are used without a backend): bf16 moves the weights and each call's images to NHWC and runs
+    under bfloat16 autocast on the images' device. Refused in one line where the device has no bfloat16."""
+    device = next(model.parameters()).device
+    check_torch_precision(precision, device)
+    if precision == "fp32":
+        return model
+    model.to(memory_format=torch.channels_last)
+    detect = model.detect
+
+    def detect_in_precision(images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
+        with autocast(images.device, precision):
+            return detect(images.contiguous(memory_format=torch.channels_last), image_sizes)
+
+    model.detect = detect_in_precision
+    return model
 
 
 def run_inference(backend, loader: Iterable[Batch], class_names: list[str],

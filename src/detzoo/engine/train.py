@@ -18,7 +18,7 @@ import torch
 
 from ..common.checkpoints import load_checkpoint
 from ..common.config import Config, config_from_dict
-from ..common.device import resolve_device
+from ..common.device import data_workers, resolve_device
 from ..common.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
 from ..common.errors import ConfigError
 from ..common.files import remove_stale_temp_files
@@ -156,7 +156,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     if len(sampler) == 0:
         raise ConfigError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
                           f"on {dist.world_size} process(es); lower train.batch_size")
-    loader = train_loader(dataset, sampler, pre.size_divisible, config.data.workers)
+    loader = train_loader(dataset, sampler, pre.size_divisible, data_workers(config.data.workers))
     global_batch = cfg.batch_size * dist.world_size
     optimizer = build_optimizer(model, cfg, global_batch)
     scheduler = build_scheduler(optimizer, cfg, len(sampler))
