@@ -84,6 +84,10 @@ class Photometric:
         permutation = tuple(int(i) for i in rng.permutation(3)) if rng.random() < p else None
         return cls(*factors, contrast_before, permutation)
 
+    @property
+    def channel_order(self) -> list[int]:
+        return list(self.permutation) if self.permutation is not None else [0, 1, 2]
+
     def _colour(self, pixels: np.ndarray) -> np.ndarray:
         """Saturation (a blend with each pixel's grey) then hue (a shift on OpenCV's 8-bit HSV circle)."""
         if self.saturation is not None:
@@ -97,9 +101,9 @@ class Photometric:
 
     def apply(self, pixels: np.ndarray, whole_image: Callable[[], np.ndarray]) -> np.ndarray:
         """uint8 [H, W, 3] pixels distorted, clipped to 0..255 after each step as torchvision's steps are:
-        brightness and an earlier contrast as one lookup table, saturation, hue, a later contrast, the channel
-        permutation. ``whole_image()`` gives uint8 [N, 1, 3] pixels of the whole image, whose grey mean at that
-        point the contrast blends towards; it is called only when a contrast step is drawn."""
+        brightness and an earlier contrast as one lookup table, saturation, hue, a later contrast (the channel
+        permutation, last, is ``channel_order``). ``whole_image()`` gives uint8 [N, 1, 3] pixels of the whole
+        image, whose grey mean at that point the contrast blends towards; called only for a contrast step."""
         sample = whole_image() if self.contrast is not None else None
         lut = np.arange(256, dtype=np.uint8)
         if self.brightness is not None:
@@ -112,8 +116,6 @@ class Photometric:
         if self.contrast is not None and not self.contrast_before:
             before = self._colour(cv2.LUT(sample, lut))
             pixels = cv2.LUT(pixels, _lut(self.contrast, (1 - self.contrast) * _grey_mean(before)))
-        if self.permutation is not None:
-            pixels = np.ascontiguousarray(pixels[..., list(self.permutation)])
         return pixels
 
 
@@ -266,16 +268,18 @@ class TrainAugment:
             region = pixels[sy0:sy1, sx0:sx1].permute(2, 0, 1).unsqueeze(0)  # NHWC memory: torch's uint8 fast path
             patch = torch.nn.functional.interpolate(region, size=(dy1 - dy0, dx1 - dx0), mode="bilinear",
                                                     antialias=True)[0].permute(1, 2, 0)
+            order = [0, 1, 2]
             if draw.photometric is not None:
                 patch = torch.from_numpy(draw.photometric.apply(patch.numpy(), lambda: every_fourth_pixel(pixels)))
+                order = draw.photometric.channel_order  # applied with the copy to [3, H, W] below
             if (dx0, dy0, dx1, dy1) == (0, 0, width, height):
-                canvas = patch.permute(2, 0, 1).contiguous()
+                canvas = patch.permute(2, 0, 1)[order].contiguous()
         if canvas is None:
             canvas = torch.empty(3, height, width, dtype=torch.uint8)
             for channel, value in enumerate(self.fill):
                 canvas[channel].fill_(value)
             if pixel_map is not None:
-                canvas[:, dy0:dy1, dx0:dx1] = patch.permute(2, 0, 1)
+                canvas[:, dy0:dy1, dx0:dx1] = patch.permute(2, 0, 1)[order]
         return canvas.flip(2) if draw.geometry.flip else canvas
 
     def targets(self, target: dict, draw: Draw, pixel_map: PixelMap | None) -> dict:
@@ -320,4 +324,6 @@ class TrainAugment:
 def every_fourth_pixel(pixels: torch.Tensor) -> np.ndarray:
     """uint8 [N, 1, 3]: every 4th pixel of every 4th row of uint8 [H, W, 3] pixels (their grey mean is the
     image's to a fraction of a level)."""
-    return np.ascontiguousarray(pixels.numpy()[::4, ::4]).reshape(-1, 1, 3)
+    height, width = pixels.shape[:2]
+    array = np.ascontiguousarray(pixels.numpy())  # a view unless the pixels are in [3, H, W] memory
+    return cv2.resize(array, (max(1, width // 4), max(1, height // 4)), interpolation=cv2.INTER_NEAREST).reshape(-1, 1, 3)
