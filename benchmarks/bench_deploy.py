@@ -1,5 +1,5 @@
 """Deployment speed of every zoo model by precision and runtime, with a roofline column, in one run:
-PyTorch eager fp32 and bf16 (the Predictor's path: NHWC, bf16 autocast) and ONNX Runtime fp32 and INT8 (static
+PyTorch eager fp32 and bf16 (the Predictor's path: BatchNorm folded, NHWC, bf16 autocast) and ONNX Runtime fp32 and INT8 (static
 QDQ quantization calibrated on real images), ms per image at batch 1 and at batch 8.
 
 Every column runs the same thing: a pre-processed uint8 batch of real coco128 images through a Predictor
@@ -35,7 +35,7 @@ from detzoo.common.precision import bf16_supported
 from detzoo.data.formats import read_dataset
 from detzoo.data.loader import inference_loader
 from detzoo.data.transforms import normalize
-from detzoo.engine.inference import TorchBackend
+from detzoo.engine.inference import inference_backend
 from detzoo.export.onnx_export import export_onnx
 from detzoo.export.quantize import quantize_model
 from detzoo.models import create_model, list_models
@@ -68,8 +68,8 @@ def per_image_ms(backend, batch) -> float:
 
 def backends(model, fp32_file: Path, int8_file: Path) -> dict:
     cpu = torch.device("cpu")
-    found = {"eager fp32": TorchBackend(model, cpu, "fp32", channels_last=True)}
-    found["eager bf16"] = TorchBackend(model, cpu, "bf16") if bf16_supported(cpu) else None
+    found = {"eager fp32": inference_backend(model, cpu, "fp32")}  # the Predictor's: BN folded, NHWC
+    found["eager bf16"] = inference_backend(model, cpu, "bf16") if bf16_supported(cpu) else None
     found["ORT fp32"] = OnnxBackend(fp32_file, device="cpu")
     found["ORT int8"] = OnnxBackend(int8_file, device="cpu")
     return found

@@ -15,7 +15,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from detzoo.common.precision import bf16_supported
 from detzoo.data.transforms import normalize
-from detzoo.engine.inference import TorchBackend
+from detzoo.engine.inference import inference_backend
 
 KINDS = ("dense conv", "depthwise conv", "deformable conv", "linear", "other layers", "outside layers")
 
@@ -74,7 +74,7 @@ def print_layer_profile(name: str, model: torch.nn.Module, batch) -> None:
     for precision in ("fp32", "bf16"):
         if precision == "bf16" and not bf16_supported(torch.device("cpu")):
             continue
-        spent, total = time_by_kind(TorchBackend(model, "cpu", precision, channels_last=True), batch)
+        spent, total = time_by_kind(inference_backend(model, "cpu", precision), batch)
         row = [name, f"eager {precision}", f"{total * 1000 / len(batch):.1f}"]
         for kind in KINDS:
             share = spent.get(kind, 0.0) / total

@@ -45,6 +45,57 @@ class TorchBackend:
             return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
 
 
+def fold_batch_norms(model: torch.nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into that convolution's weights and
+    bias (torch's ``fuse_conv_bn_eval``; the BatchNorm becomes an Identity): the same function, one pass over
+    the activations fewer (MobileNetV2-SSD: 18 % of the eager fp32 time, 26 % in bf16). Only pairs whose data
+    flow is certain are folded: consecutive (Conv2d, BatchNorm) children of containers that run their children
+    in order (``nn.Sequential``, torchvision's ``IntermediateLayerGetter``) and the convN/bnN pairs of the
+    ResNet blocks and stems that compute ``bnN(convN(x))``. (Weight-shared heads keep their per-level
+    BatchNorms.) For models used only for inference (the Predictor's); returns how many were folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from ..models.backbones.resnet import ResNet50Features
+
+    norms = (torch.nn.BatchNorm2d, FrozenBatchNorm2d)
+    pairs = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Sequential, IntermediateLayerGetter)):
+            names = list(module._modules)
+            pairs += [(module, a, b) for a, b in zip(names, names[1:])]
+        elif isinstance(module, (BasicBlock, Bottleneck, ResNet50Features)):
+            pairs += [(module, f"conv{k}", f"bn{k}") for k in (1, 2, 3) if hasattr(module, f"conv{k}")]
+    folded = 0
+    for parent, conv_name, norm_name in pairs:
+        conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+        if type(conv) is torch.nn.Conv2d and isinstance(norm, norms) and not norm.training:
+            if isinstance(norm, FrozenBatchNorm2d):  # the same buffers, no momentum: fuse it as a BatchNorm
+                norm = _as_batch_norm(norm)
+            setattr(parent, conv_name, fuse_conv_bn_eval(conv, norm))
+            setattr(parent, norm_name, torch.nn.Identity())
+            folded += 1
+    return folded
+
+
+def _as_batch_norm(frozen) -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(frozen.weight.numel(), eps=frozen.eps).eval()
+    norm.load_state_dict({"weight": frozen.weight, "bias": frozen.bias, "running_mean": frozen.running_mean,
+                          "running_var": frozen.running_var}, strict=False)
+    return norm
+
+
+def inference_backend(model: torch.nn.Module, device: torch.device | str = "cpu",
+                      precision: str = "fp32") -> TorchBackend:
+    """How a model that is only used for inference runs fastest (the Predictor's backend): BatchNorm folded
+    into the convolutions, NHWC layout, ``precision``. Changes the model."""
+    check_torch_precision(precision, torch.device(device))
+    fold_batch_norms(model.eval())
+    return TorchBackend(model, device, precision, channels_last=True)
+
+
 def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """A model whose ``detect`` runs in ``precision`` from now on, as ``TorchBackend`` runs it (for torch.hub
     models, which are used without a backend): bf16 moves the weights and each call's images to NHWC and runs

@@ -18,7 +18,7 @@ from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
 from ..data.voc import IMAGE_SUFFIXES
-from ..engine.inference import TorchBackend, run_inference
+from ..engine.inference import inference_backend, run_inference
 from ..models.selection import SelectOptions
 
 
@@ -78,7 +78,7 @@ class Predictor:
         if precision == "int8":
             return cls.from_onnx(onnx_file_for(path, precision), device, **kwargs)
         loaded = load_model(path)
-        backend = TorchBackend(loaded.model, resolve_device(device), precision or "fp32", channels_last=True)
+        backend = inference_backend(loaded.model, resolve_device(device), precision or "fp32")
         return cls(backend, loaded.class_names, **kwargs)
 
     @classmethod
