@@ -5,11 +5,18 @@ CPU or GPU with bfloat16.
 
     python benchmarks/bench_precision.py --pair CHECKPOINT DATASET [--pair CHECKPOINT DATASET ...]
 
-e.g. the demo's checkpoint on its validation split and a coco128 run on coco128:
+e.g. the demo's checkpoint (``detzoo demo``) on its validation split and a short coco128 run on coco128, trained
+with (a few CPU minutes on a quiet 2-core CPU)
 
-    python benchmarks/bench_precision.py \\
-        --pair /work/artifacts/demo/run/best.pt /work/artifacts/demo/data/annotations/instances_val.json \\
-        --pair /work/artifacts/perf/coco128/best.pt ../shared/data/coco128
+    detzoo train ssd300_mobilenetv2 data.train=../shared/data/coco128 data.val=../shared/data/coco128 \\
+        model.input_size=128 train.epochs=24 train.batch_size=8 train.lr=0.02 train.reference_batch=8 \\
+        train.warmup_steps=50 train.warmup_factor=0.1 train.weight_decay=0.00004 train.lr_end=0.001 \\
+        train.eval_every=24 train.eval_start=24 train.precise_bn=16 train.channels_last=true \\
+        train.checkpoint_every=0 data.workers=1 data.augment.zoom_out=0 data.augment.iou_crop=false \\
+        data.augment.photometric=0 train.output=runs train.name=coco128-ft
+
+    python benchmarks/bench_precision.py --pair runs/demo/run/best.pt runs/demo/data/annotations/instances_val.json \\
+        --pair runs/coco128-ft/best.pt ../shared/data/coco128
 """
 
 from __future__ import annotations
