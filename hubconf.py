@@ -6,7 +6,9 @@
 ``weights`` is a detzoo checkpoint, read with ``torch.load(weights_only=True)``; its class count and options
 are used. Without it the model is freshly initialised with ``num_classes`` and any option of the zoo builder.
 Nothing is downloaded. The model comes in eval mode, with ``class_names`` from the checkpoint (else None);
-``model.detect(images)`` takes images normalised as ``model.preprocess`` says.
+``model.detect(images)`` takes images normalised as ``model.preprocess`` says. ``precision="bf16"`` makes
+``detect`` run in NHWC layout under bfloat16 autocast (refused where the CPU or GPU has no bfloat16); INT8 is
+an ONNX Runtime file (``detzoo quantize``), not a hub model.
 """
 
 import os as _os
@@ -24,11 +26,13 @@ from detzoo.models import list_models as _list_models  # noqa: E402
 
 
 def _entry(name: str):
-    def entry(weights: str | None = None, num_classes: int = 80, **options):
+    def entry(weights: str | None = None, num_classes: int = 80, precision: str = "fp32", **options):
+        from detzoo.engine.inference import set_detect_precision
+
         if weights is None:
             model = _create_model(name, num_classes=num_classes, **options)
             model.class_names = None
-            return model.eval()
+            return set_detect_precision(model.eval(), precision)
         if options:
             raise TypeError(f"{name}: options {sorted(options)} come from the checkpoint when weights are given")
         from detzoo.models.weights import load_model
@@ -37,11 +41,11 @@ def _entry(name: str):
         if loaded.config.model.name != name:
             raise ValueError(f"{weights}: a '{loaded.config.model.name}' checkpoint, not '{name}'")
         loaded.model.class_names = loaded.class_names
-        return loaded.model
+        return set_detect_precision(loaded.model, precision)
 
     entry.__name__ = entry.__qualname__ = name
     entry.__doc__ = (f"detzoo '{name}': weights=CHECKPOINT loads a trained model; otherwise num_classes and the "
-                     f"zoo options build a fresh one.")
+                     f"zoo options build a fresh one; precision='bf16' runs detect in bfloat16.")
     return entry
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from collections.abc import Callable
@@ -34,10 +35,70 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
 
 
 def machine() -> str:
+    """The machine line every benchmark prints first: absolute times differ between machines (and with the
+    load on them), ratios between columns of one run hold."""
+    import os
     import platform
 
-    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-            f"torch {torch.__version__}")
+    capabilities = torch.cpu.get_capabilities()
+    features = [name for name in ("avx512_bf16", "amx_bf16", "avx512_vnni", "avx_vnni", "bf16", "sve")
+                if capabilities.get(name)]
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (f"{capabilities.get('cpu_name') or platform.processor() or 'cpu'} ({platform.machine()}; "
+            f"{', '.join(features) or 'no bf16/int8 dot-product instructions'}), {cpus} CPUs for this process, "
+            f"{torch.get_num_threads()} threads, torch {torch.__version__}")
+
+
+def count_flops(fn: Callable[[], object]) -> float:
+    """Floating-point operations of one call (2 per multiply-add) of the convolutions and matrix products,
+    counted by torch's ``FlopCounterMode``; torchvision's deformable convolution counted like a convolution
+    (its bilinear sampling left out)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def deform_conv2d(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
+        _, in_per_group, kernel_h, kernel_w = weight_shape
+        return 2 * math.prod(out_shape) * in_per_group * kernel_h * kernel_w
+
+    mapping = {}
+    if hasattr(torch.ops, "torchvision") and hasattr(torch.ops.torchvision, "deform_conv2d"):
+        mapping[torch.ops.torchvision.deform_conv2d.default] = deform_conv2d
+    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
+        fn()
+    return float(counter.get_total_flops())
+
+
+def best_rate(fn: Callable[[], object], operations: float, repeats: int = 5,
+              clock: Callable[[], float] = time.perf_counter) -> float:
+    """Operations per second of the fastest of ``repeats`` calls (after one warm-up)."""
+    fn()
+    best = math.inf
+    for _ in range(repeats):
+        start = clock()
+        fn()
+        best = min(best, clock() - start)
+    return operations / best
+
+
+def peak_rates(side: int = 2048, clock: Callable[[], float] = time.perf_counter) -> dict[str, float]:
+    """This machine's attainable compute in this process, operations/s: the best rate of a large fp32, bf16
+    and int8 matrix product (the roofline's ceilings), and of a 3x3 convolution in fp32 and bf16 (NHWC). A
+    convolution faster than the product of its precision is not doing the multiplications counted for it
+    (Winograd or FFT algorithms): then fractions of the peak above 1 are possible."""
+    gemm = 2.0 * side ** 3
+    a, b = torch.randn(side, side), torch.randn(side, side)
+    a16, b16 = a.bfloat16(), b.bfloat16()
+    rates = {"fp32": best_rate(lambda: torch.mm(a, b), gemm, clock=clock),
+             "bf16": best_rate(lambda: torch.mm(a16, b16), gemm, clock=clock)}
+    a8, b8 = torch.randint(-128, 128, (side, side), dtype=torch.int8), torch.randint(-128, 128, (side, side),
+                                                                                     dtype=torch.int8)
+    rates["int8"] = best_rate(lambda: torch._int_mm(a8, b8), gemm, clock=clock)
+    x = torch.randn(1, 256, 64, 64).contiguous(memory_format=torch.channels_last)
+    w = torch.randn(256, 256, 3, 3).contiguous(memory_format=torch.channels_last)
+    conv = 2.0 * 256 * 256 * 9 * 64 * 64
+    rates["conv3x3 fp32"] = best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), conv, clock=clock)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        rates["conv3x3 bf16"] = best_rate(lambda: torch.nn.functional.conv2d(x, w, padding=1), conv, clock=clock)
+    return rates
 
 
 def time_pair(fn_a: Callable[[], object], fn_b: Callable[[], object], warmup: int = 2,

@@ -3,7 +3,6 @@
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from torchvision import tv_tensors
 
 from detzoo.common.config import AugmentConfig
 from detzoo.data.transforms import Preprocess, eval_transform, normalize, train_transform
@@ -29,12 +28,10 @@ def samples(draw):
 @given(samples(), st.sampled_from([(64, 64), (48, 80)]))
 def test_train_transform_keeps_boxes_inside_and_valid(sample, size):
     height, width, boxes, seed = sample
-    torch.manual_seed(seed)
     transform = train_transform(Preprocess(size), AugmentConfig())
-    image = tv_tensors.Image(torch.randint(0, 255, (3, height, width), dtype=torch.uint8))
-    target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)),
-              "labels": torch.arange(len(boxes)), "iscrowd": torch.zeros(len(boxes), dtype=torch.bool)}
-    out_image, out = transform(image, target)
+    image = torch.randint(0, 255, (3, height, width), dtype=torch.uint8)
+    target = {"boxes": boxes, "labels": torch.arange(len(boxes)), "iscrowd": torch.zeros(len(boxes), dtype=torch.bool)}
+    out_image, out = transform.from_pixels(image, target, seed)
     assert out_image.shape == (3, *size) and out_image.dtype == torch.uint8
     b = out["boxes"]
     assert len(b) == len(out["labels"]) == len(out["iscrowd"]) <= len(boxes)

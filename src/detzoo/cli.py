@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .common.config import DatasetSpec, load_config
 from .common.errors import ConfigError
+from .common.precision import PRECISIONS
 
 
 def _dataset_spec(args) -> DatasetSpec:
@@ -55,14 +56,15 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    from .common.device import data_workers
     from .common.structures import write_coco_results
     from .data.formats import read_dataset
     from .engine.pictures import write_evaluation_pictures
     from .evaluation import evaluate_detections
     from .predict import Predictor
 
-    predictor = Predictor.from_file(args.model, device=args.device, batch_size=args.batch_size,
-                                    workers=args.workers)
+    predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision,
+                                    batch_size=args.batch_size, workers=data_workers(args.workers))
     data = read_dataset(_dataset_spec(args), _classes(args) or predictor.class_names, args.skip_bad)
     if data.class_names != predictor.class_names:
         raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
@@ -79,6 +81,7 @@ def cmd_eval(args) -> int:
 
 
 def cmd_predict(args) -> int:
+    from .common.device import data_workers
     from .predict.run import PredictSettings, predict_command
 
     score = {} if args.score is None else {"score": args.score}
@@ -86,7 +89,8 @@ def cmd_predict(args) -> int:
                                draw=not args.no_draw, save_txt=args.save_txt, recursive=args.recursive,
                                live=args.live, vid_stride=args.vid_stride, frames=args.frames, show=args.show,
                                **score)
-    return predict_command(args.model, args.source, settings, args.device, args.batch_size, args.workers)
+    return predict_command(args.model, args.source, settings, args.device, args.batch_size,
+                           data_workers(args.workers), args.precision)
 
 
 def cmd_export(args) -> int:
@@ -228,8 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         else:
             _add_predict_args(p)
         p.add_argument("--device", default="auto")
+        p.add_argument("--precision", choices=PRECISIONS,
+                       help="fp32 (a checkpoint's default), bf16 (PyTorch: NHWC + bfloat16 autocast, where the "
+                            "CPU or GPU has bfloat16) or int8 (ONNX Runtime: MODEL.int8.onnx from `detzoo "
+                            "quantize`); default: an .onnx file as it is")
         p.add_argument("--batch-size", type=int, default=8)
-        p.add_argument("--workers", type=int, default=2)
+        p.add_argument("--workers", type=int, help="image-loading processes (default: the CPUs less one)")
         p.set_defaults(func=func)
 
     p = sub.add_parser("export", help="write an ONNX model of a checkpoint and check it against PyTorch")

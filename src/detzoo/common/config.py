@@ -58,7 +58,7 @@ class DataConfig:
     val: list[DatasetSpec] = field(default_factory=list)
     classes: list[str] | None = None  # class names (order = label index); None = read from the data
     skip_bad: bool = False  # skip unreadable samples (and report how many) instead of stopping
-    workers: int = 2
+    workers: int | None = None  # DataLoader workers per process; None: this process's CPUs less one
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 

@@ -74,12 +74,24 @@ class DetectionDataset(Dataset):
         index, seed = key if isinstance(key, tuple) else (key, None)
         record = self.data.records[index]
         try:
-            image = read_image(record)
+            if getattr(self.transform, "reads_images", False):  # decodes at the scale it needs (augment.py)
+                image, target = self.transform(record, record_target(record), seed)
+            else:
+                image, target = self._transformed(read_image(record), record_target(record), seed)
         except DataError:
             if self.skip_bad:
                 return None
             raise
-        target = record_target(record)
+        target["boxes"] = target["boxes"].float()
+        target["image_id"] = record.image_id
+        target["index"] = index
+        target["orig_size"] = (record.height, record.width)
+        target["image_size"] = tuple(image.shape[-2:])  # (h, w) after the transform, before batch padding
+        target["path"] = str(record.path)
+        return image.as_subclass(torch.Tensor), target
+
+    def _transformed(self, image: torch.Tensor, target: dict, seed: int | None) -> tuple[torch.Tensor, dict]:
+        """A torchvision ``transforms.v2`` transform on a decoded image, its randomness seeded by ``seed``."""
         height, width = image.shape[-2:]
         target["boxes"] = tv_tensors.BoundingBoxes(target["boxes"], format="XYXY", canvas_size=(height, width))
         image = tv_tensors.Image(image)
@@ -89,14 +101,7 @@ class DetectionDataset(Dataset):
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(seed)
                 image, target = self.transform(image, target)
-        target = {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
-        target["boxes"] = target["boxes"].float()
-        target["image_id"] = record.image_id
-        target["index"] = index
-        target["orig_size"] = (record.height, record.width)
-        target["image_size"] = tuple(image.shape[-2:])  # (h, w) after the transform, before batch padding
-        target["path"] = str(record.path)
-        return image.as_subclass(torch.Tensor), target
+        return image, {k: v.as_subclass(torch.Tensor) if isinstance(v, torch.Tensor) else v for k, v in target.items()}
 
 
 @dataclass

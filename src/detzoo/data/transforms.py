@@ -2,8 +2,9 @@
 
 A model describes its input with :class:`Preprocess` (size, resize mode, mean/std). The data pipeline resizes
 and keeps images as uint8 (4x less to move between processes); :func:`normalize` turns a uint8 batch into
-the model's float input on the device. The SSD training augmentation is torchvision ``transforms.v2``:
-photometric distortion, zoom-out, IoU-constrained crop, flip, resize, box sanitising.
+the model's float input on the device. The SSD training augmentation (photometric distortion, zoom-out,
+IoU-constrained crop, flip, resize, box sanitising) is ``augment.TrainAugment``; the evaluation resize is
+torchvision ``transforms.v2``.
 """
 
 from __future__ import annotations
@@ -11,7 +12,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from torchvision import tv_tensors
 from torchvision.transforms import v2
 
 from ..common.config import AugmentConfig
@@ -64,37 +64,12 @@ def _resize(preprocess: Preprocess) -> v2.Transform:
     return v2.Resize(short, max_size=long, antialias=True)
 
 
-class IoUCropIfBoxes(v2.RandomIoUCrop):
-    """torchvision's SSD crop (a crop whose IoU with some box >= a sampled threshold, keeping boxes whose
-    centre lies inside); an image without boxes is left as it is instead of looping."""
+def train_transform(preprocess: Preprocess, augment: AugmentConfig):
+    """The SSD paper's augmentation (photometric distortion, zoom-out, IoU crop, flip) and the resize, as one
+    decode-and-resize per sample (``augment.TrainAugment``); each step off when its probability is 0."""
+    from .augment import TrainAugment  # augment reads images through loader, which imports this module
 
-    def forward(self, *inputs):
-        sample = inputs if len(inputs) > 1 else inputs[0]
-        boxes = sample[1]["boxes"] if isinstance(sample, (tuple, list)) else None
-        if boxes is not None and boxes.shape[0] == 0:
-            return sample
-        return super().forward(*inputs)
-
-
-def _labels_getter(sample):
-    target = sample[1]
-    return target["labels"], target["iscrowd"]
-
-
-def train_transform(preprocess: Preprocess, augment: AugmentConfig) -> v2.Compose:
-    steps: list[v2.Transform] = []
-    if augment.photometric > 0:
-        steps.append(v2.RandomPhotometricDistort(p=augment.photometric))
-    if augment.zoom_out > 0 and augment.zoom_out_max > 1:
-        fill = {tv_tensors.Image: [round(255 * m) for m in preprocess.mean], "others": 0}
-        steps.append(v2.RandomZoomOut(fill=fill, side_range=(1.0, augment.zoom_out_max), p=augment.zoom_out))
-    if augment.iou_crop:
-        steps.append(IoUCropIfBoxes())
-    if augment.flip > 0:
-        steps.append(v2.RandomHorizontalFlip(p=augment.flip))
-    steps += [_resize(preprocess), v2.ClampBoundingBoxes(),
-              v2.SanitizeBoundingBoxes(min_size=1.0, labels_getter=_labels_getter)]
-    return v2.Compose(steps)
+    return TrainAugment(preprocess, augment)
 
 
 def eval_transform(preprocess: Preprocess) -> v2.Compose:

@@ -9,6 +9,8 @@ from collections.abc import Iterable, Iterator
 
 import torch
 
+from ..common.memory import retain_freed_memory
+from ..common.precision import autocast, check_torch_precision
 from ..common.structures import Detections
 from ..data.loader import Batch
 from ..data.transforms import Preprocess, normalize
@@ -16,17 +18,101 @@ from ..models.selection import SelectOptions, select_with
 
 
 class TorchBackend:
-    """Runs a detzoo model on a uint8 batch; returns outputs in input-image pixels."""
+    """Runs a detzoo model on a uint8 batch; returns outputs in input-image pixels.
 
-    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu"):
+    ``precision`` ``bf16`` runs the network under bfloat16 autocast in NHWC layout (oneDNN's fast path;
+    box decoding and NMS stay float32) and is refused in one line where the device has no bfloat16;
+    ``channels_last`` moves the model and every batch to NHWC in fp32 too. Building a backend keeps freed
+    memory in the process (``common.memory``), so that batches do not page-fault on every call."""
+
+    def __init__(self, model: torch.nn.Module, device: torch.device | str = "cpu", precision: str = "fp32",
+                 channels_last: bool = False):
         self.device = torch.device(device)
+        self.precision = check_torch_precision(precision, self.device)
+        self.channels_last = channels_last or precision == "bf16"
+        retain_freed_memory()
         self.model = model.to(self.device).eval()
+        if self.channels_last:
+            self.model.to(memory_format=torch.channels_last)
         self.preprocess: Preprocess = model.preprocess
 
     @torch.inference_mode()
     def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
         images = normalize(batch.images.to(self.device), self.preprocess)
-        return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
+        if self.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.precision):
+            return select_with(self.model.selection, options, lambda: self.model.detect(images, batch.image_sizes))
+
+
+def fold_batch_norms(model: torch.nn.Module) -> int:
+    """Fold every eval-mode BatchNorm that directly follows a convolution into that convolution's weights and
+    bias (torch's ``fuse_conv_bn_eval``; the BatchNorm becomes an Identity): the same function, one pass over
+    the activations fewer (MobileNetV2-SSD: 18 % of the eager fp32 time, 26 % in bf16). Only pairs whose data
+    flow is certain are folded: consecutive (Conv2d, BatchNorm) children of containers that run their children
+    in order (``nn.Sequential``, torchvision's ``IntermediateLayerGetter``) and the convN/bnN pairs of the
+    ResNet blocks and stems that compute ``bnN(convN(x))``. (Weight-shared heads keep their per-level
+    BatchNorms.) For models used only for inference (the Predictor's); returns how many were folded."""
+    from torch.nn.utils.fusion import fuse_conv_bn_eval
+    from torchvision.models._utils import IntermediateLayerGetter
+    from torchvision.models.resnet import BasicBlock, Bottleneck
+    from torchvision.ops import FrozenBatchNorm2d
+
+    from ..models.backbones.resnet import ResNet50Features
+
+    norms = (torch.nn.BatchNorm2d, FrozenBatchNorm2d)
+    pairs = []
+    for module in model.modules():
+        if isinstance(module, (torch.nn.Sequential, IntermediateLayerGetter)):
+            names = list(module._modules)
+            pairs += [(module, a, b) for a, b in zip(names, names[1:])]
+        elif isinstance(module, (BasicBlock, Bottleneck, ResNet50Features)):
+            pairs += [(module, f"conv{k}", f"bn{k}") for k in (1, 2, 3) if hasattr(module, f"conv{k}")]
+    folded = 0
+    for parent, conv_name, norm_name in pairs:
+        conv, norm = getattr(parent, conv_name), getattr(parent, norm_name)
+        if type(conv) is torch.nn.Conv2d and isinstance(norm, norms) and not norm.training:
+            if isinstance(norm, FrozenBatchNorm2d):  # the same buffers, no momentum: fuse it as a BatchNorm
+                norm = _as_batch_norm(norm)
+            setattr(parent, conv_name, fuse_conv_bn_eval(conv, norm))
+            setattr(parent, norm_name, torch.nn.Identity())
+            folded += 1
+    return folded
+
+
+def _as_batch_norm(frozen) -> torch.nn.BatchNorm2d:
+    norm = torch.nn.BatchNorm2d(frozen.weight.numel(), eps=frozen.eps).eval()
+    norm.load_state_dict({"weight": frozen.weight, "bias": frozen.bias, "running_mean": frozen.running_mean,
+                          "running_var": frozen.running_var}, strict=False)
+    return norm
+
+
+def inference_backend(model: torch.nn.Module, device: torch.device | str = "cpu",
+                      precision: str = "fp32") -> TorchBackend:
+    """How a model that is only used for inference runs fastest (the Predictor's backend): BatchNorm folded
+    into the convolutions, NHWC layout, ``precision``. Changes the model."""
+    check_torch_precision(precision, torch.device(device))
+    fold_batch_norms(model.eval())
+    return TorchBackend(model, device, precision, channels_last=True)
+
+
+def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """A model whose ``detect`` runs in ``precision`` from now on, as ``TorchBackend`` runs it (for torch.hub
+    models, which are used without a backend): bf16 moves the weights and each call's images to NHWC and runs
+    under bfloat16 autocast on the images' device. Refused in one line where the device has no bfloat16."""
+    device = next(model.parameters()).device
+    check_torch_precision(precision, device)
+    if precision == "fp32":
+        return model
+    model.to(memory_format=torch.channels_last)
+    detect = model.detect
+
+    def detect_in_precision(images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:
+        with autocast(images.device, precision):
+            return detect(images.contiguous(memory_format=torch.channels_last), image_sizes)
+
+    model.detect = detect_in_precision
+    return model
 
 
 def run_inference(backend, loader: Iterable[Batch], class_names: list[str],

@@ -26,6 +26,7 @@ from tqdm import tqdm
 
 from ..common.checkpoints import atomic_save, model_payload
 from ..common.config import Config
+from ..common.device import data_workers
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from ..common.errors import TrainingError
 from ..data.loader import Batch
@@ -320,8 +321,9 @@ class Trainer:
     def evaluate(self):
         """The validation result (rank 0; None elsewhere) of ``eval_model``; its detections are kept in
         ``last_eval_detections``."""
-        result, self.last_eval_detections = evaluate_model(self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
-                                   self.config.data.workers, self.device, self.dist, self.config.eval.iou_thresh)
+        result, self.last_eval_detections = evaluate_model(
+            self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
+            data_workers(self.config.data.workers), self.device, self.dist, self.config.eval.iou_thresh)
         return result
 
     def _end_epoch(self, row: dict) -> bool:

@@ -7,6 +7,7 @@ composed from torchvision's RPN and RoI-head modules with the recipe's settings 
 
 from __future__ import annotations
 
+import torch
 from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
 from torchvision.models.detection.roi_heads import RoIHeads
@@ -26,6 +27,25 @@ ROI_RESOLUTION = 7
 REPRESENTATION = 1024
 
 
+class FloatRPNHead(RPNHead):
+    """torchvision's ``RPNHead`` whose outputs are float32 under autocast too: torchvision decodes proposals
+    in the dtype of the deltas (``BoxCoder.decode`` casts the anchors to it), and bfloat16 coordinates of a
+    1280-px image are 4-8 px apart. Same parameters and keys, so torchvision state dicts load."""
+
+    def forward(self, x: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        objectness, deltas = super().forward(x)
+        return [o.float() for o in objectness], [d.float() for d in deltas]
+
+
+class FloatFastRCNNPredictor(FastRCNNPredictor):
+    """torchvision's ``FastRCNNPredictor`` with float32 outputs (the final boxes are decoded from them, see
+    ``FloatRPNHead``)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        scores, deltas = super().forward(x)
+        return scores.float(), deltas.float()
+
+
 def keep_aspect_preprocess(short_side: int) -> Preprocess:
     long_side = round(short_side * RECIPE_SIZE[1] / RECIPE_SIZE[0])
     return Preprocess((short_side, long_side), resize="keep_aspect", size_divisible=SIZE_DIVISIBLE)
@@ -35,7 +55,7 @@ def build_rpn() -> RegionProposalNetwork:
     """IoU 0.7 / 0.3, 256 anchors per image (<= 50 % positive), smooth L1 beta 1/9 (torchvision's loss);
     pre-NMS top 2000 / 1000 per level (train / test), NMS 0.7, keep 2000 / 1000 per image."""
     anchors = AnchorGenerator(ANCHOR_SIZES, ANCHOR_RATIOS)
-    head = RPNHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0])
+    head = FloatRPNHead(FPN_CHANNELS, anchors.num_anchors_per_location()[0])
     return RegionProposalNetwork(anchors, head, fg_iou_thresh=0.7, bg_iou_thresh=0.3, batch_size_per_image=256,
                                  positive_fraction=0.5, pre_nms_top_n={"training": 2000, "testing": 1000},
                                  post_nms_top_n={"training": 2000, "testing": 1000}, nms_thresh=0.7)
@@ -47,7 +67,7 @@ def build_roi_heads(num_classes: int, score_thresh: float, nms_thresh: float, de
     P2-P5, two FC-1024, class-specific boxes with weights (10, 10, 5, 5)."""
     pool = MultiScaleRoIAlign(["0", "1", "2", "3"], output_size=ROI_RESOLUTION, sampling_ratio=2)
     head = TwoMLPHead(FPN_CHANNELS * ROI_RESOLUTION ** 2, REPRESENTATION)
-    predictor = FastRCNNPredictor(REPRESENTATION, num_classes + 1)  # + background
+    predictor = FloatFastRCNNPredictor(REPRESENTATION, num_classes + 1)  # + background
     return RoIHeads(pool, head, predictor, fg_iou_thresh=0.5, bg_iou_thresh=0.5, batch_size_per_image=roi_batch_size,
                     positive_fraction=0.25, bbox_reg_weights=(10.0, 10.0, 5.0, 5.0), score_thresh=score_thresh,
                     nms_thresh=nms_thresh, detections_per_img=detections_per_img)

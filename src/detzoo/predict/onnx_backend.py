@@ -84,6 +84,40 @@ def read_metadata(path: str | Path) -> OnnxMetadata:
     return OnnxMetadata.from_props({p.key: p.value for p in proto.metadata_props}, path)
 
 
+def int8_beside(path: str | Path) -> Path:
+    """Where ``detzoo quantize`` writes the INT8 model of ``path``: X.onnx or X.pt -> X.int8.onnx (a run
+    folder: its last.int8.onnx)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "last.pt"
+    return path if path.name.endswith(".int8.onnx") else path.with_suffix(".int8.onnx")
+
+
+def onnx_file_for(path: str | Path, precision: str | None) -> Path:
+    """The ONNX file that runs ``path`` (an ONNX file, or a checkpoint for int8) in ``precision`` (None: the
+    file as it is), or a ConfigError in one line: int8 is the file itself when its metadata says int8, else
+    the X.int8.onnx beside it; fp32 is a file whose metadata says fp32; ONNX Runtime has no bf16 path for
+    these graphs."""
+    path = Path(path)
+    if precision is None:
+        return path
+    if precision == "bf16":
+        raise ConfigError(f"{path}: precision bf16 is not available on ONNX Runtime (its CPU kernels for these "
+                          "graphs are fp32 and int8); run the checkpoint with bf16, or this file with int8")
+    own = read_metadata(path).precision if path.suffix == ".onnx" else "fp32"  # a checkpoint is fp32
+    if own == precision:
+        return path
+    if precision == "fp32":
+        raise ConfigError(f"{path} is an {own.upper()} model; for fp32 pass the file it was quantized from")
+    int8 = int8_beside(path)
+    if not int8.is_file():
+        raise ConfigError(f"{path}: no INT8 model ({int8} not found); make it with `detzoo quantize {path} "
+                          "--data CALIBRATION_DATA`")
+    if read_metadata(int8).precision != "int8":
+        raise ConfigError(f"{int8}: its detzoo.precision is '{read_metadata(int8).precision}', not int8")
+    return int8
+
+
 def session_options(threads: int | None = None):
     """ORT uses as many threads as torch does (``torch.get_num_threads()``, which follows OMP_NUM_THREADS)."""
     import onnxruntime as ort

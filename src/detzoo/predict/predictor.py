@@ -12,11 +12,12 @@ import numpy as np
 import torch
 
 from ..common.device import resolve_device
+from ..common.precision import check_known
 from ..common.structures import Detections
 from ..data.loader import Collate, inference_loader
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
-from ..engine.inference import TorchBackend, run_inference
+from ..engine.inference import inference_backend, run_inference
 from ..models.selection import SelectOptions
 
 
@@ -69,25 +70,39 @@ class Predictor:
         return self.backend.preprocess
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", **kwargs) -> Predictor:
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str | None = None,
+                        **kwargs) -> Predictor:
+        """``precision``: fp32 (default) or bf16 on PyTorch; int8 runs the quantized ONNX file beside the
+        checkpoint (``best.pt`` -> ``best.int8.onnx``)."""
         from ..models.weights import load_model
+        from .onnx_backend import onnx_file_for
 
+        if precision == "int8":
+            return cls.from_onnx(onnx_file_for(path, precision), device, **kwargs)
         loaded = load_model(path)
-        return cls(TorchBackend(loaded.model, resolve_device(device)), loaded.class_names, **kwargs)
+        backend = inference_backend(loaded.model, resolve_device(device), precision or "fp32")
+        return cls(backend, loaded.class_names, **kwargs)
 
     @classmethod
-    def from_onnx(cls, path: str | Path, device: str = "auto", **kwargs) -> Predictor:
-        from .onnx_backend import OnnxBackend
+    def from_onnx(cls, path: str | Path, device: str = "auto", precision: str | None = None,
+                  **kwargs) -> Predictor:
+        """``precision``: None runs the file as it is; fp32 or int8 pick that file (``X.onnx`` or the
+        ``X.int8.onnx`` beside it); bf16 is refused."""
+        from .onnx_backend import OnnxBackend, onnx_file_for
 
-        backend = OnnxBackend(path, device)
+        backend = OnnxBackend(onnx_file_for(path, precision), device)
         return cls(backend, backend.class_names, **kwargs)
 
     @classmethod
-    def from_file(cls, path: str | Path, device: str = "auto", **kwargs) -> Predictor:
-        """A detzoo checkpoint (.pt or a run folder) or an exported model (.onnx)."""
+    def from_file(cls, path: str | Path, device: str = "auto", precision: str | None = None,
+                  **kwargs) -> Predictor:
+        """A detzoo checkpoint (.pt or a run folder) or an exported model (.onnx), run in ``precision``
+        (fp32, bf16 or int8; None: fp32 for a checkpoint, an ONNX file as it is)."""
+        if precision is not None:
+            check_known(precision)
         if Path(path).suffix == ".onnx":
-            return cls.from_onnx(path, device, **kwargs)
-        return cls.from_checkpoint(path, device, **kwargs)
+            return cls.from_onnx(path, device, precision, **kwargs)
+        return cls.from_checkpoint(path, device, precision, **kwargs)
 
     def loader(self, data: DetectionData):
         return inference_loader(data, self.preprocess, self.batch_size, self.workers)
