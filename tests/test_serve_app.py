@@ -315,3 +315,31 @@ def test_every_model_file_is_served_with_its_backend(model_files, images, kind, 
             looser = client.post("/v1/detect?score_threshold=0.001", content=images[0].read_bytes(),
                                  headers={"Content-Type": "image/jpeg"})
             assert looser.status_code == 422 and "cannot be made looser" in looser.json()["error"]
+
+
+def test_the_precision_is_the_served_models(model_files, images, tmp_path, capsys):
+    """--precision reaches the Predictor: bf16 where this CPU has it (else the one-line refusal), int8 takes the
+    quantized file beside the export, and int8 without one is refused before the server starts."""
+    import torch
+
+    from detzoo.common.errors import ConfigError
+    from detzoo.common.precision import bf16_supported
+
+    if bf16_supported(torch.device("cpu")):
+        predictor = Predictor.from_file(model_files["run folder"], device="cpu", precision="bf16")
+        with client_for(predictor) as client:
+            assert client.get("/v1/models").json()["models"][0]["precision"] == "bf16"
+            response = client.post("/v1/detect", content=images[0].read_bytes(), headers={"Content-Type": "image/jpeg"})
+            assert response.status_code == 200
+    else:
+        with pytest.raises(ConfigError, match="bf16"):
+            Predictor.from_file(model_files["run folder"], device="cpu", precision="bf16")
+    int8 = Predictor.from_file(model_files["onnx"], device="cpu", precision="int8")
+    with client_for(int8) as client:
+        assert client.get("/v1/models").json()["models"][0]["precision"] == "int8"
+    lonely = tmp_path / "lonely"
+    lonely.mkdir()
+    (lonely / "last.pt").symlink_to(model_files["run folder"] / "last.pt")
+    assert main(["serve", str(lonely), "--precision", "int8"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and "int8" in error

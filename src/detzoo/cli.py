@@ -175,7 +175,7 @@ def cmd_serve(args) -> int:
                              max_pixels=args.max_pixels, decode_threads=args.decode_threads,
                              api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
                              cors_origins=args.cors_origin or [])
-    return serve(args.model, args.host, args.port, args.device, settings, args.access_log)
+    return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision)
 
 
 def cmd_models(args) -> int:
@@ -296,6 +296,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0: every interface)")
     p.add_argument("--port", type=int, default=8000)
     p.add_argument("--device", default="auto")
+    p.add_argument("--precision", choices=PRECISIONS,
+                   help="fp32, bf16 (PyTorch, where the CPU or GPU has bfloat16) or int8 (MODEL.int8.onnx from "
+                        "`detzoo quantize`); default: fp32, or an .onnx file as it is")
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per model call")
     p.add_argument("--max-batch-delay-ms", type=float, default=defaults.max_batch_delay_ms,
                    help="how long a batch waits for more images after its first")
