@@ -93,6 +93,15 @@ def test_labels_shift_and_crowd_boxes_are_dropped():
     assert converted["labels"].tolist() == [1] and converted["boxes"].tolist() == [[0, 0, 10, 10]]
 
 
+def test_difficult_boxes_are_dropped_like_crowd_boxes():
+    """VOC difficult objects are not trained on as positives (torchvision's samplers cannot ignore a box)."""
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]]),
+              "labels": torch.tensor([0, 2, 1]), "iscrowd": torch.tensor([False, True, False]),
+              "difficult": torch.tensor([False, False, True])}
+    converted = FasterRCNN._torchvision_target(target)
+    assert converted["labels"].tolist() == [1] and converted["boxes"].tolist() == [[0, 0, 10, 10]]
+
+
 def test_crowd_only_and_empty_images_train_as_background(dcn_model):
     """With its only box a crowd region (dropped) or no box at all, nothing is positive: no box losses."""
     torch.manual_seed(0)

@@ -1,11 +1,19 @@
 """SSD losses against torchvision, and vectorised post-processing against a per-class reference."""
 
+import shutil
+
 import torch
 import torch.nn.functional as F
 from torchvision.ops import batched_nms, box_iou, nms, sigmoid_focal_loss
 
+from detzoo.common.config import AugmentConfig, DatasetSpec
+from detzoo.data.formats import read_dataset
+from detzoo.data.loader import DetectionDataset
+from detzoo.data.transforms import train_transform
+from detzoo.models import create_model
 from detzoo.models.box_coder import BoxCoder
 from detzoo.models.losses import SSDLoss
+from detzoo.models.matching import IGNORE
 from detzoo.models.postprocess import Postprocess
 
 
@@ -57,6 +65,27 @@ def test_hard_negative_mining_keeps_three_negatives_per_positive():
     expected = (ce[positive].sum() + negatives.sum()) / positive.sum()
     out = loss(torch.zeros(1, 60, 4), logits, anchors, targets)
     torch.testing.assert_close(out["loss_cls"], expected)
+
+
+def test_difficult_objects_are_ignore_regions_from_the_xml_to_the_loss(micro, tmp_path):
+    """A VOC object marked difficult reaches the training target (through the SSD augmentation) and its
+    anchors are ignored - neither positive nor background - in the loss; unmarked, the same object is a
+    positive. pytorch-ssd drops such objects, MMDetection ignores them, VOC evaluation never counts them."""
+    xml = sorted(micro.glob("train/*.xml"))[0]
+    shutil.copy(xml.with_suffix(".jpg"), tmp_path)
+    marked = xml.read_text().replace("<difficult>0</difficult>", "<difficult>1</difficult>", 1)
+    (tmp_path / xml.name).write_text(marked)
+    data = read_dataset(DatasetSpec(path=str(tmp_path), format="voc"))
+    assert data.records[0].difficult.tolist() == [True]
+    model = create_model("ssd300_mobilenetv2", num_classes=len(data.class_names))
+    augment = AugmentConfig(photometric=0, zoom_out=0, iou_crop=False, flip=0)
+    _, target = DetectionDataset(data, train_transform(model.preprocess, augment))[0]
+    assert target["difficult"].tolist() == [True]
+    labels, _ = model.loss.match(model.anchors, [target])
+    assert (labels >= 0).sum() == 0 and (labels == IGNORE).sum() > 0
+    plain = dict(target, difficult=torch.tensor([False]))
+    labels, _ = model.loss.match(model.anchors, [plain])
+    assert (labels >= 0).sum() > 0 and (labels == IGNORE).sum() == 0
 
 
 def _per_class_reference(regression, scores, anchors, image_size, thresh, iou, limit):

@@ -58,8 +58,9 @@ def decode_rgb(path, exif: bool = False, origin: str | None = None) -> torch.Ten
 
 
 def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
+    """The training target of a record: boxes, labels and the two kinds of ignore region (crowd, difficult)."""
     return {"boxes": torch.from_numpy(record.boxes), "labels": torch.from_numpy(record.labels),
-            "iscrowd": torch.from_numpy(record.iscrowd)}
+            "iscrowd": torch.from_numpy(record.iscrowd), "difficult": torch.from_numpy(record.difficult)}
 
 
 class DetectionDataset(Dataset):

@@ -77,8 +77,9 @@ class IoUCropIfBoxes(v2.RandomIoUCrop):
 
 
 def _labels_getter(sample):
+    """Every per-box tensor SanitizeBoundingBoxes must drop along with a removed box."""
     target = sample[1]
-    return target["labels"], target["iscrowd"]
+    return target["labels"], target["iscrowd"], target["difficult"]
 
 
 def train_transform(preprocess: Preprocess, augment: AugmentConfig) -> v2.Compose:
