@@ -13,8 +13,8 @@ import torch
 from torchvision.ops import DeformConv2d
 
 from detzoo.common.errors import ExportError
-from detzoo.data.loader import Collate, inference_loader
-from detzoo.data.transforms import normalize
+from detzoo.data.loader import Collate, DetectionDataset, inference_loader
+from detzoo.data.transforms import eval_transform, normalize
 from detzoo.engine.inference import TorchBackend
 from detzoo.export.check import (
     MAX_UNMATCHED,
@@ -57,7 +57,7 @@ def _realistic(model: Detector, paths) -> Detector:
         for batch in inference_loader(unlabelled_data(list(paths), CLASSES), model.preprocess, batch_size=4):
             empty = [{"boxes": torch.zeros(0, 4), "labels": torch.zeros(0, dtype=torch.long),
                       "iscrowd": torch.zeros(0, dtype=torch.bool)} for _ in range(len(batch))]
-            model.compute_loss(normalize(batch.images, model.preprocess), empty)
+            model.compute_loss(normalize(batch.images, model.preprocess, batch.image_sizes), empty)
     return model.eval()
 
 
@@ -106,10 +106,12 @@ def exported(request, tmp_path_factory, calibration):
 
 
 def _batches(paths, preprocess):
-    """A batch of one image and a batch of three."""
-    loaders = [inference_loader(unlabelled_data(paths[:1], CLASSES), preprocess, batch_size=1),
-               inference_loader(unlabelled_data(paths[1:4], CLASSES), preprocess, batch_size=3)]
-    return [batch for loader in loaders for batch in loader]
+    """A batch of one image and a batch of three, collated as the data pipeline collates (for keep-aspect
+    models the three have two padded sizes, which the inference loader would not batch together: the ONNX
+    backend must run any batch)."""
+    dataset = DetectionDataset(unlabelled_data(list(paths[:4]), CLASSES), eval_transform(preprocess))
+    collate = Collate(preprocess.size_divisible)
+    return [collate([dataset[0]]), collate([dataset[i] for i in (1, 2, 3)])]
 
 
 def test_export_matches_pytorch_on_real_images(exported, images):
@@ -133,6 +135,20 @@ def test_export_matches_pytorch_on_real_images(exported, images):
     assert ours.detections > 0 and ours.unmatched <= MAX_UNMATCHED * ours.detections, ours.summary()
 
 
+def test_graph_inputs_are_zero_padded(exported, images):
+    """The ONNX backend feeds what the PyTorch backend feeds: normalised images, padding exactly 0 (a batch
+    padded to its largest image, or each image padded to a multiple of ``size_divisible``)."""
+    model, graph, path = exported
+    backend = OnnxBackend(path, device="cpu")
+    batch = _batches(images, model.preprocess)[1]
+    inputs = backend.graph_inputs(batch)
+    assert len(inputs) == (1 if graph.dynamic_batch else len(batch))
+    pictures = [image for run in inputs for image in run["images"]]
+    for picture, (height, width) in zip(pictures, batch.image_sizes):
+        assert not np.any(picture[:, height:]) and not np.any(picture[:, :, width:])
+        assert np.abs(picture[:, :height, :width]).max() > 0
+
+
 def _one_by_one(torch_backend, batch):
     """The PyTorch backend on each image alone (padded like a batch of one), as the per-image graph runs."""
     out = []
@@ -151,7 +167,7 @@ def test_test_networks_compute_like_trained_ones(name, images, calibration):
     dividing by near-zero variances: 7.8e-4 relative in its logits against 2.8e-4."""
     model = _build(name, calibration)
     batch = _batches(images, model.preprocess)[1]
-    images32 = normalize(batch.images, model.preprocess)
+    images32 = normalize(batch.images, model.preprocess, batch.image_sizes)
     exact = copy.deepcopy(model).double()
     raw = (lambda m, x: m(x)) if name in SSD_MODELS else (lambda m, x: list(m.backbone(x).values()))
     with torch.no_grad():
