@@ -1,9 +1,12 @@
 """SSD losses against torchvision, and vectorised post-processing against a per-class reference."""
 
 import shutil
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
+from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
+from torchvision.models.detection.ssd import SSD
 from torchvision.ops import batched_nms, box_iou, nms, sigmoid_focal_loss
 
 from detzoo.common.config import AugmentConfig, DatasetSpec
@@ -148,20 +151,57 @@ def test_softmax_scores_drop_the_background_column():
 
 
 def test_in_graph_selection_equals_select():
-    """The exportable selection (top-k, shifted boxes, ONNX-style NMS) keeps exactly what ``select`` keeps."""
+    """The exportable selection (top-k per class, shifted boxes, ONNX-style NMS) keeps exactly what ``select``
+    keeps, with the per-class cap far (400) and close (12 of 300 anchors) to binding."""
     torch.manual_seed(1)
     anchors = _anchors(300)
-    post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=400, detections_per_img=50)
-    regression = torch.randn(3, 300, 4) * 0.5
-    logits = torch.randn(3, 300, 6) * 2 - 2
-    logits[1] = -20.0  # an image without detections
-    boxes, scores = post.decode(regression, logits, anchors)
-    expected = post.select(boxes, scores, [(240, 320)] * 3)
-    image, out_boxes, out_scores, labels = post.select_in_graph(boxes, scores, (240, 320))
-    assert image.tolist() == sorted(image.tolist()) and (image == 1).sum() == 0
-    for i, want in enumerate(expected):
-        mine = image == i
-        assert 0 < len(want["scores"]) <= 50 or i == 1
-        torch.testing.assert_close(out_scores[mine], want["scores"])
-        torch.testing.assert_close(out_boxes[mine], want["boxes"])
-        assert torch.equal(labels[mine], want["labels"])
+    for top_k in (400, 12):
+        post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=top_k, detections_per_img=50)
+        regression = torch.randn(3, 300, 4) * 0.5
+        logits = torch.randn(3, 300, 6) * 2 - 2
+        logits[1] = -20.0  # an image without detections
+        boxes, scores = post.decode(regression, logits, anchors)
+        expected = post.select(boxes, scores, [(240, 320)] * 3)
+        image, out_boxes, out_scores, labels = post.select_in_graph(boxes, scores, (240, 320))
+        assert image.tolist() == sorted(image.tolist()) and (image == 1).sum() == 0
+        for i, want in enumerate(expected):
+            mine = image == i
+            assert 0 < len(want["scores"]) <= 50 or i == 1
+            torch.testing.assert_close(out_scores[mine], want["scores"])
+            torch.testing.assert_close(out_boxes[mine], want["boxes"])
+            assert torch.equal(labels[mine], want["labels"])
+
+
+def test_pre_nms_candidates_are_capped_per_class():
+    """A crowded class does not starve the others before NMS: 200 well-separated objects of class 0 score
+    0.9, three of class 1 score 0.6. With 50 candidates per class both classes reach NMS (a global cap of 50
+    would keep class 0 only)."""
+    side = torch.arange(15.0) * 20
+    grid = torch.stack(torch.meshgrid(side, side, indexing="ij"), -1).reshape(-1, 2)[:203]
+    anchors = torch.cat([grid, grid + 10], dim=1)  # 203 disjoint 10-px boxes
+    logits = torch.full((1, 203, 2), -9.0)
+    logits[0, :200, 0] = 2.2  # sigmoid 0.90
+    logits[0, 200:, 1] = 0.4  # sigmoid 0.60
+    post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=50, detections_per_img=100)
+    (result,) = post(torch.zeros(1, 203, 4), logits, anchors, [(300, 300)])
+    assert (result["labels"] == 0).sum() == 50 and (result["labels"] == 1).sum() == 3
+
+
+def test_selection_equals_torchvision_ssd_postprocessing():
+    """torchvision's ``SSD.postprocess_detections`` (softmax, per class: threshold, top ``topk_candidates``,
+    then one ``batched_nms`` and the per-image cap) keeps what ours keeps, with the per-class cap binding."""
+    torch.manual_seed(2)
+    anchors = _anchors(300)
+    regression = torch.randn(2, 300, 4) * 0.5
+    logits = torch.randn(2, 300, 5) * 2
+    logits[..., 0] += 1.0  # background ahead, as after training
+    ours = Postprocess("softmax", score_thresh=0.05, nms_thresh=0.45, pre_nms_top_k=15, detections_per_img=30)
+    reference = SimpleNamespace(box_coder=TorchvisionBoxCoder(weights=(10.0, 10.0, 5.0, 5.0)), score_thresh=0.05,
+                                topk_candidates=15, nms_thresh=0.45, detections_per_img=30)
+    expected = SSD.postprocess_detections(reference, {"bbox_regression": regression, "cls_logits": logits},
+                                          [anchors, anchors], [(240, 320)] * 2)
+    for mine, theirs in zip(ours(regression, logits, anchors, [(240, 320)] * 2), expected):
+        assert len(mine["scores"]) == 30 and len(set(theirs["labels"].tolist())) == 4
+        torch.testing.assert_close(mine["scores"], theirs["scores"])
+        torch.testing.assert_close(mine["boxes"], theirs["boxes"])
+        assert torch.equal(mine["labels"], theirs["labels"] - 1)

@@ -8,7 +8,8 @@ and detections are clipped to the real image, not to the padding.
 Labels: detzoo uses 0..K-1, torchvision 0 = background and 1..K; the shift happens here, both ways.
 Crowd boxes (``iscrowd``) and VOC ``difficult`` objects are dropped from the training targets: torchvision's
 anchor and proposal samplers have no "ignore" label for a ground-truth box, and treating a crowd region or an
-object VOC evaluation never counts as an object would teach the model to fire on it. Images without objects are legal (every anchor and proposal is then background).
+object VOC evaluation never counts as an object would teach the model to fire on it. Images without objects
+are legal (every anchor and proposal is then background).
 """
 
 from __future__ import annotations

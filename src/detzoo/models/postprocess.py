@@ -1,5 +1,10 @@
-"""Vectorised single-stage post-processing: one score threshold over all (anchor, class) pairs, one
-pre-NMS top-k, one class-aware ``batched_nms``, at most ``detections_per_img`` per image. No per-class loop.
+"""Vectorised single-stage post-processing: one score threshold over all (anchor, class) pairs, the best
+``pre_nms_top_k`` candidates of each class, one class-aware ``batched_nms``, at most ``detections_per_img`` per
+image. No per-class loop: the per-class ranks come from one sort.
+
+Candidates are capped per class, as torchvision's SSD (``topk_candidates``) and the MindSpore and pytorch-ssd
+references do: one global cap over every (anchor, class) pair lets the classes of a crowded image, or COCO's
+low threshold on 51150 x 80 pairs, starve the others before NMS has seen them.
 
 Two steps, so that an exported graph can stop after the first: ``decode`` (regression + logits -> boxes in
 input pixels + per-class scores for every anchor) and ``select`` (the threshold / top-k / NMS / cap). The ONNX
@@ -25,9 +30,13 @@ def class_scores(class_logits: torch.Tensor, kind: str) -> torch.Tensor:
     return class_logits.softmax(dim=-1)[..., 1:]
 
 
+PRE_NMS_TOP_K = 400  # candidates per class before NMS: torchvision SSD's ``topk_candidates``
+
+
 class Postprocess(nn.Module):
     def __init__(self, score_kind: str = "focal", score_thresh: float = 0.05, nms_thresh: float = 0.6,
-                 pre_nms_top_k: int = 1000, detections_per_img: int = 100, box_coder: BoxCoder | None = None):
+                 pre_nms_top_k: int = PRE_NMS_TOP_K, detections_per_img: int = 100,
+                 box_coder: BoxCoder | None = None):
         super().__init__()
         self.score_kind = score_kind
         self.score_thresh = score_thresh
@@ -62,9 +71,7 @@ class Postprocess(nn.Module):
         num_classes = scores.shape[1]
         flat = scores.flatten()
         candidates = (flat > self.score_thresh).nonzero().squeeze(1)
-        if candidates.numel() > self.pre_nms_top_k:
-            top = flat[candidates].topk(self.pre_nms_top_k).indices
-            candidates = candidates[top]
+        candidates = candidates[top_k_per_class(flat[candidates], candidates % num_classes, self.pre_nms_top_k)]
         kept_scores = flat[candidates]
         anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
         labels = candidates % num_classes
@@ -77,15 +84,15 @@ class Postprocess(nn.Module):
         """``select`` for a whole batch with exportable ops -> flat ``batch_index [M]``, ``boxes [M,4]``,
         ``scores [M]``, ``labels [M]``, images in order, each image's detections best first.
 
-        Equivalent to ``select``: the top-k over all pairs followed by NMS's score threshold keeps the same
-        candidates as threshold-then-top-k; class-aware NMS is one NMS over boxes shifted apart per class
-        (as ``batched_nms`` does); ``max_output_boxes_per_class`` of the single shifted class is the cap."""
+        Equivalent to ``select``: each class's top-k over the anchors followed by NMS's score threshold keeps
+        the same candidates as threshold-then-top-k per class; class-aware NMS is one NMS over boxes shifted
+        apart per class (as ``batched_nms`` does); ``max_output_boxes_per_class`` of the single shifted class
+        is the cap."""
         batch, num_anchors, num_classes = scores.shape
         boxes = clip_boxes_to_image(boxes, image_size)
-        top_scores, top_index = scores.reshape(batch, -1).topk(min(self.pre_nms_top_k, num_anchors * num_classes),
-                                                                dim=1)
-        anchor_index = torch.div(top_index, num_classes, rounding_mode="floor")
-        labels = top_index % num_classes
+        top_scores, anchor_index = scores.topk(min(self.pre_nms_top_k, num_anchors), dim=1)  # [N, k, K]
+        labels = torch.arange(num_classes, device=scores.device).expand_as(anchor_index).reshape(batch, -1)
+        top_scores, anchor_index = top_scores.reshape(batch, -1), anchor_index.reshape(batch, -1)
         candidates = boxes.gather(1, anchor_index.unsqueeze(-1).expand(-1, -1, 4))
         shift = labels.unsqueeze(-1).to(candidates.dtype) * float(max(image_size) + 1)
         selected = OnnxNonMaxSuppression.apply(candidates + shift, top_scores.unsqueeze(1),
@@ -93,6 +100,20 @@ class Postprocess(nn.Module):
         image = selected[:, 0]
         flat = image * top_scores.shape[1] + selected[:, 2]  # flat indices: a plain Gather in the graph
         return (image, candidates.reshape(-1, 4)[flat], top_scores.reshape(-1)[flat], labels.reshape(-1)[flat])
+
+
+def top_k_per_class(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
+    """Indices of the candidates among the ``k`` best of their class (scores [C], labels [C]): one sort by
+    score, one stable sort by class, each candidate's rank within its class from the class counts."""
+    if scores.numel() <= k:
+        return torch.arange(scores.numel(), device=scores.device)
+    order = scores.argsort(descending=True)
+    order = order[labels[order].argsort(stable=True)]  # grouped by class, best first within each class
+    grouped = labels[order]
+    counts = torch.bincount(grouped)
+    first_of_class = counts.cumsum(0) - counts
+    rank = torch.arange(order.numel(), device=scores.device) - first_of_class[grouped]
+    return order[rank < k]
 
 
 class OnnxNonMaxSuppression(torch.autograd.Function):

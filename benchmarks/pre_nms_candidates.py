@@ -1,0 +1,82 @@
+"""Pre-NMS candidates: mAP of a trained SSD checkpoint with the selection detzoo used before (one global top-k
+over every (anchor, class) pair) and the one it uses now (the best ``pre_nms_top_k`` of each class), side by
+side, at the checkpoint's score threshold and at lower ones (COCO evaluations often use 0.01 or 0.001).
+
+The old selection lives here only, as the baseline (``GlobalTopK``); ``bench_ssd.py`` times it against the new
+one. Accuracy figures do not depend on the machine's load.
+
+    python benchmarks/pre_nms_candidates.py CHECKPOINT --data VAL_DATA [--thresholds 0.05 0.01] [--batch-size 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from common import machine, print_table
+from torchvision.ops import batched_nms, clip_boxes_to_image
+
+from detzoo.common.config import DatasetSpec
+from detzoo.data.formats import read_dataset
+from detzoo.engine.evaluate import evaluate_model
+from detzoo.models.postprocess import Postprocess
+from detzoo.models.weights import load_model
+
+OLD_GLOBAL_TOP_K = 1000  # the former default, over all (anchor, class) pairs of an image
+
+
+class GlobalTopK(Postprocess):
+    """detzoo's selection before per-class candidates: threshold, then one top-k over all pairs."""
+
+    def select_image(self, boxes: torch.Tensor, scores: torch.Tensor,
+                     image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
+        num_classes = scores.shape[1]
+        flat = scores.flatten()
+        candidates = (flat > self.score_thresh).nonzero().squeeze(1)
+        if candidates.numel() > self.pre_nms_top_k:
+            candidates = candidates[flat[candidates].topk(self.pre_nms_top_k).indices]
+        kept_scores = flat[candidates]
+        anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
+        labels = candidates % num_classes
+        kept_boxes = clip_boxes_to_image(boxes[anchor_index], image_size)
+        keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_thresh)[: self.detections_per_img]
+        return {"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": labels[keep]}
+
+
+def selections(model, score_thresh: float) -> list[tuple[str, Postprocess]]:
+    """(name, post-processing) pairs with the checkpoint's own settings but ``score_thresh``."""
+    settings = dict(model.postprocess.settings(), score_thresh=score_thresh)
+    per_class = settings["pre_nms_top_k"]
+    common = {"score_kind": model.postprocess.score_kind, "box_coder": model.postprocess.box_coder}
+    before = GlobalTopK(**common, **dict(settings, pre_nms_top_k=OLD_GLOBAL_TOP_K))
+    return [(f"global top {OLD_GLOBAL_TOP_K} (before)", before),
+            (f"top {per_class} per class (now)", Postprocess(**common, **settings))]
+
+
+def main() -> None:
+    print(f"machine: {machine()}")
+    loaded = load_model(ARGS.checkpoint)
+    model = loaded.model
+    data = read_dataset(DatasetSpec(path=ARGS.data), loaded.class_names)
+    rows = []
+    for threshold in ARGS.thresholds or [model.postprocess.score_thresh]:
+        for name, postprocess in selections(model, threshold):
+            model.postprocess = postprocess
+            result, detections = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size)
+            rows.append([threshold, name, f"{result.metrics['mAP']:.4f}", f"{result.metrics['mAP50']:.4f}",
+                         f"{sum(len(d) for d in detections) / len(detections):.1f}"])
+    print_table(f"{ARGS.checkpoint} ({loaded.config.model.name}) on {ARGS.data}: {len(data)} images, "
+                f"{len(loaded.class_names)} classes, NMS {model.postprocess.nms_thresh}, "
+                f"<= {model.postprocess.detections_per_img} per image",
+                ["score >", "pre-NMS candidates", "mAP@[.5:.95]", "mAP@0.5", "detections/img"], rows)
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint", help="a detzoo checkpoint of an SSD model")
+    parser.add_argument("--data", required=True, help="the evaluation dataset (COCO JSON, VOC, ...)")
+    parser.add_argument("--metric", default="coco", choices=["coco"])
+    parser.add_argument("--thresholds", type=float, nargs="*", help="score thresholds (default: the checkpoint's)")
+    parser.add_argument("--batch-size", type=int, default=8)
+    ARGS = parser.parse_args()
+    main()
