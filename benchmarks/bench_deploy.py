@@ -38,10 +38,11 @@ def batch_of(data, preprocess, size: int):
 
 
 def speeds(backend, batches) -> tuple[float, float]:
-    """(ms/image at batch 1, images/s at batch 8)."""
+    """(ms/image at batch 1, images/s at batch 8; keep-aspect models batch only images of one padded size,
+    so their first batch may hold fewer)."""
     one, eight = batches
     ms = time_call(lambda: backend(one), repeats=ARGS.repeats) * 1000
-    rate = 8 / time_call(lambda: backend(eight), warmup=1, repeats=max(2, ARGS.repeats // 2))
+    rate = len(eight) / time_call(lambda: backend(eight), warmup=1, repeats=max(2, ARGS.repeats // 2))
     return ms, rate
 
 

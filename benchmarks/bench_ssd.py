@@ -1,7 +1,7 @@
 """SSD speed on this machine, side by side with torchvision's nearest models, in one run:
 inference ms/image (batch 1 and 8, eager, post-processing included), training images/s (batch 8) and
 post-processing ms/image on the same realistic score distribution (ours: one threshold, the top-k of each
-class from one sort, one batched_nms; our former global top-k over all (anchor, class) pairs,
+class from one sort, batched_nms over the best candidates first; our former global top-k over all pairs,
 ``pre_nms_candidates.GlobalTopK``; torchvision: its per-class loop); and our training images/s in NCHW vs NHWC
 memory layout.
 

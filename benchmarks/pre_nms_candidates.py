@@ -53,6 +53,12 @@ def selections(model, score_thresh: float) -> list[tuple[str, Postprocess]]:
             (f"top {per_class} per class (now)", Postprocess(**common, **settings))]
 
 
+def same(a, b) -> bool:
+    """The same final detections (same order, boxes, scores and labels)."""
+    return (len(a) == len(b) and torch.equal(a.labels, b.labels) and torch.equal(a.scores, b.scores)
+            and torch.equal(a.boxes, b.boxes))
+
+
 def main() -> None:
     print(f"machine: {machine()}")
     loaded = load_model(ARGS.checkpoint)
@@ -60,15 +66,19 @@ def main() -> None:
     data = read_dataset(DatasetSpec(path=ARGS.data), loaded.class_names)
     rows = []
     for threshold in ARGS.thresholds or [model.postprocess.score_thresh]:
+        before = None
         for name, postprocess in selections(model, threshold):
             model.postprocess = postprocess
             result, detections = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size)
-            rows.append([threshold, name, f"{result.metrics['mAP']:.4f}", f"{result.metrics['mAP50']:.4f}",
-                         f"{sum(len(d) for d in detections) / len(detections):.1f}"])
+            changed = "" if before is None else sum(not same(a, b) for a, b in zip(before, detections))
+            rows.append([f"{threshold:g}", name, f"{result.metrics['mAP']:.4f}", f"{result.metrics['mAP50']:.4f}",
+                         f"{sum(len(d) for d in detections) / len(detections):.1f}", changed])
+            before = detections
     print_table(f"{ARGS.checkpoint} ({loaded.config.model.name}) on {ARGS.data}: {len(data)} images, "
                 f"{len(loaded.class_names)} classes, NMS {model.postprocess.nms_thresh}, "
                 f"<= {model.postprocess.detections_per_img} per image",
-                ["score >", "pre-NMS candidates", "mAP@[.5:.95]", "mAP@0.5", "detections/img"], rows)
+                ["score >", "pre-NMS candidates", "mAP@[.5:.95]", "mAP@0.5", "detections/img",
+                 "images whose detections changed"], rows)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ from detzoo.models import create_model
 from detzoo.models.box_coder import BoxCoder
 from detzoo.models.losses import SSDLoss
 from detzoo.models.matching import IGNORE
-from detzoo.models.postprocess import Postprocess
+from detzoo.models.postprocess import Postprocess, best_survivors
 
 
 def _anchors(n: int = 60) -> torch.Tensor:
@@ -185,6 +185,21 @@ def test_pre_nms_candidates_are_capped_per_class():
     post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=50, detections_per_img=100)
     (result,) = post(torch.zeros(1, 203, 4), logits, anchors, [(300, 300)])
     assert (result["labels"] == 0).sum() == 50 and (result["labels"] == 1).sum() == 3
+
+
+def test_nms_over_the_best_candidates_first_is_exact():
+    """``best_survivors`` equals ``batched_nms`` over every candidate, capped: when the first round (the best
+    1000) settles the result (scattered boxes), when heavy suppression (boxes piled on one place: 69 of the
+    best 1000 survive) needs a second round, and when fewer than the cap survive at all (96 of 6000)."""
+    for spread, limit, first_round in ((600.0, 100, True), (10.0, 80, False), (10.0, 100, False)):
+        g = torch.Generator().manual_seed(3)
+        xy = torch.rand(6000, 2, generator=g) * spread
+        boxes = torch.cat([xy, xy + torch.rand(6000, 2, generator=g) * 40 + 10], dim=1)
+        scores = torch.rand(6000, generator=g).sort(descending=True).values
+        labels = torch.randint(0, 3, (6000,), generator=g)
+        expected = batched_nms(boxes, scores, labels, 0.5)[:limit]
+        assert torch.equal(best_survivors(boxes, scores, labels, 0.5, limit), expected)
+        assert (len(batched_nms(boxes[:1000], scores[:1000], labels[:1000], 0.5)) >= limit) == first_round
 
 
 def test_selection_equals_torchvision_ssd_postprocessing():

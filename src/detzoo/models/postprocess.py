@@ -1,6 +1,8 @@
 """Vectorised single-stage post-processing: one score threshold over all (anchor, class) pairs, the best
 ``pre_nms_top_k`` candidates of each class, one class-aware ``batched_nms``, at most ``detections_per_img`` per
-image. No per-class loop: the per-class ranks come from one sort.
+image. No per-class loop: the per-class ranks come from one stable sort of the candidates, listed best first.
+NMS runs over the best candidates first and stops as soon as the per-image cap is certain
+(``best_survivors``: the result is exactly ``batched_nms`` over all of them, capped).
 
 Candidates are capped per class, as torchvision's SSD (``topk_candidates``) and the MindSpore and pytorch-ssd
 references do: one global cap over every (anchor, class) pair lets the classes of a crowded image, or COCO's
@@ -71,12 +73,13 @@ class Postprocess(nn.Module):
         num_classes = scores.shape[1]
         flat = scores.flatten()
         candidates = (flat > self.score_thresh).nonzero().squeeze(1)
-        candidates = candidates[top_k_per_class(flat[candidates], candidates % num_classes, self.pre_nms_top_k)]
+        candidates = candidates[flat[candidates].argsort(descending=True)]  # best first
+        candidates = candidates[within_top_k_of_class(candidates % num_classes, self.pre_nms_top_k)]
         kept_scores = flat[candidates]
         anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
         labels = candidates % num_classes
         kept_boxes = clip_boxes_to_image(boxes[anchor_index], image_size)
-        keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_thresh)[: self.detections_per_img]
+        keep = best_survivors(kept_boxes, kept_scores, labels, self.nms_thresh, self.detections_per_img)
         return {"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": labels[keep]}
 
     def select_in_graph(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
@@ -102,18 +105,37 @@ class Postprocess(nn.Module):
         return (image, candidates.reshape(-1, 4)[flat], top_scores.reshape(-1)[flat], labels.reshape(-1)[flat])
 
 
-def top_k_per_class(scores: torch.Tensor, labels: torch.Tensor, k: int) -> torch.Tensor:
-    """Indices of the candidates among the ``k`` best of their class (scores [C], labels [C]): one sort by
-    score, one stable sort by class, each candidate's rank within its class from the class counts."""
-    if scores.numel() <= k:
-        return torch.arange(scores.numel(), device=scores.device)
-    order = scores.argsort(descending=True)
-    order = order[labels[order].argsort(stable=True)]  # grouped by class, best first within each class
-    grouped = labels[order]
+def within_top_k_of_class(labels: torch.Tensor, k: int) -> torch.Tensor:
+    """bool [C]: which candidates, listed best first, are among the ``k`` best of their class. A stable sort
+    by class keeps each class's candidates best first; a candidate's rank is its position minus its class's
+    first position (from the class counts)."""
+    if labels.numel() <= k:
+        return torch.ones_like(labels, dtype=torch.bool)
+    by_class = labels.argsort(stable=True)
+    grouped = labels[by_class]
     counts = torch.bincount(grouped)
-    first_of_class = counts.cumsum(0) - counts
-    rank = torch.arange(order.numel(), device=scores.device) - first_of_class[grouped]
-    return order[rank < k]
+    rank = torch.arange(grouped.numel(), device=labels.device) - (counts.cumsum(0) - counts)[grouped]
+    within = torch.empty_like(labels, dtype=torch.bool)
+    within[by_class] = rank < k
+    return within
+
+
+FIRST_NMS_ROUND = 1000  # candidates the first NMS round sees (at least 4 x the per-image cap)
+
+
+def best_survivors(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thresh: float,
+                   limit: int) -> torch.Tensor:
+    """``batched_nms(...)[:limit]`` for candidates listed best first, without running NMS over all of them.
+    Greedy NMS decides a candidate from the better-scored ones of its class only, so NMS over the best ``m``
+    candidates finds exactly the survivors among them; once those number ``limit``, no worse candidate can
+    reach the result. ``m`` grows 4x until then (a low threshold leaves tens of thousands of candidates, of
+    which a few thousand decide the result)."""
+    size = max(FIRST_NMS_ROUND, 4 * limit)
+    while True:
+        keep = batched_nms(boxes[:size], scores[:size], labels[:size], iou_thresh)
+        if keep.numel() >= limit or size >= scores.numel():
+            return keep[:limit]
+        size *= 4
 
 
 class OnnxNonMaxSuppression(torch.autograd.Function):
