@@ -5,7 +5,7 @@ side, at the checkpoint's score threshold and at lower ones (COCO evaluations of
 The old selection lives here only, as the baseline (``GlobalTopK``); ``bench_ssd.py`` times it against the new
 one. Accuracy figures do not depend on the machine's load.
 
-    python benchmarks/pre_nms_candidates.py CHECKPOINT --data VAL_DATA [--thresholds 0.05 0.01] [--batch-size 8]
+    python benchmarks/pre_nms_candidates.py CHECKPOINT --data VAL_DATA [--thresholds 0.05 0.001] [--batch-size 8]
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, print_table
+from common import machine, print_table, time_pair
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import read_dataset
+from detzoo.data.loader import inference_loader
+from detzoo.data.transforms import normalize
 from detzoo.engine.evaluate import evaluate_model
 from detzoo.models.postprocess import Postprocess
 from detzoo.models.weights import load_model
@@ -59,26 +61,42 @@ def same(a, b) -> bool:
             and torch.equal(a.boxes, b.boxes))
 
 
+def decoded_batch(model, data) -> tuple[torch.Tensor, torch.Tensor, list]:
+    """The model's boxes and scores for every anchor of the first batch (what the selection is timed on)."""
+    batch = next(iter(inference_loader(data, model.preprocess, ARGS.batch_size)))
+    with torch.inference_mode():
+        boxes, scores = model.decoded(normalize(batch.images, model.preprocess, batch.image_sizes))
+    return boxes, scores, batch.image_sizes
+
+
 def main() -> None:
     print(f"machine: {machine()}")
     loaded = load_model(ARGS.checkpoint)
     model = loaded.model
     data = read_dataset(DatasetSpec(path=ARGS.data), loaded.class_names)
+    boxes, scores, sizes = decoded_batch(model, data)
     rows = []
     for threshold in ARGS.thresholds or [model.postprocess.score_thresh]:
-        before = None
-        for name, postprocess in selections(model, threshold):
+        (before_name, before_post), (now_name, now_post) = selections(model, threshold)
+        before_s, now_s = time_pair(lambda post=before_post: post.select(boxes, scores, sizes),
+                                    lambda post=now_post: post.select(boxes, scores, sizes), repeats=ARGS.repeats)
+        results = {}
+        for name, postprocess in ((before_name, before_post), (now_name, now_post)):
             model.postprocess = postprocess
-            result, detections = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size)
-            changed = "" if before is None else sum(not same(a, b) for a, b in zip(before, detections))
-            rows.append([f"{threshold:g}", name, f"{result.metrics['mAP']:.4f}", f"{result.metrics['mAP50']:.4f}",
-                         f"{sum(len(d) for d in detections) / len(detections):.1f}", changed])
-            before = detections
+            results[name] = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size)
+        changed = sum(not same(a, b) for a, b in zip(results[before_name][1], results[now_name][1]))
+        candidates = float((scores > threshold).sum()) / len(scores)
+        for name, seconds in ((before_name, before_s), (now_name, now_s)):
+            result, detections = results[name]
+            rows.append([f"{threshold:g}", f"{candidates:.0f}", name, f"{result.metrics['mAP']:.4f}",
+                         f"{result.metrics['mAP50']:.4f}", f"{sum(len(d) for d in detections) / len(detections):.1f}",
+                         f"{seconds / len(scores) * 1000:.2f}", changed if name == now_name else ""])
     print_table(f"{ARGS.checkpoint} ({loaded.config.model.name}) on {ARGS.data}: {len(data)} images, "
                 f"{len(loaded.class_names)} classes, NMS {model.postprocess.nms_thresh}, "
-                f"<= {model.postprocess.detections_per_img} per image",
-                ["score >", "pre-NMS candidates", "mAP@[.5:.95]", "mAP@0.5", "detections/img",
-                 "images whose detections changed"], rows)
+                f"<= {model.postprocess.detections_per_img} per image (select ms/img: the first batch of "
+                f"{len(scores)}, {torch.get_num_threads()} thread(s))",
+                ["score >", "pairs above/img", "pre-NMS candidates", "mAP@[.5:.95]", "mAP@0.5", "detections/img",
+                 "select ms/img", "images whose detections changed"], rows)
 
 
 if __name__ == "__main__":
@@ -88,5 +106,6 @@ if __name__ == "__main__":
     parser.add_argument("--metric", default="coco", choices=["coco"])
     parser.add_argument("--thresholds", type=float, nargs="*", help="score thresholds (default: the checkpoint's)")
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5, help="timing repeats of each selection")
     ARGS = parser.parse_args()
     main()

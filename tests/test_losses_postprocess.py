@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torchvision.models.detection._utils import BoxCoder as TorchvisionBoxCoder
 from torchvision.models.detection.ssd import SSD
-from torchvision.ops import batched_nms, box_iou, nms, sigmoid_focal_loss
+from torchvision.ops import batched_nms, box_iou, clip_boxes_to_image, nms, sigmoid_focal_loss
 
 from detzoo.common.config import AugmentConfig, DatasetSpec
 from detzoo.data.formats import read_dataset
@@ -17,7 +17,7 @@ from detzoo.models import create_model
 from detzoo.models.box_coder import BoxCoder
 from detzoo.models.losses import SSDLoss
 from detzoo.models.matching import IGNORE
-from detzoo.models.postprocess import Postprocess, best_survivors
+from detzoo.models.postprocess import Postprocess
 
 
 def _anchors(n: int = 60) -> torch.Tensor:
@@ -187,19 +187,43 @@ def test_pre_nms_candidates_are_capped_per_class():
     assert (result["labels"] == 0).sum() == 50 and (result["labels"] == 1).sum() == 3
 
 
-def test_nms_over_the_best_candidates_first_is_exact():
-    """``best_survivors`` equals ``batched_nms`` over every candidate, capped: when the first round (the best
-    1000) settles the result (scattered boxes), when heavy suppression (boxes piled on one place: 69 of the
-    best 1000 survive) needs a second round, and when fewer than the cap survive at all (96 of 6000)."""
-    for spread, limit, first_round in ((600.0, 100, True), (10.0, 80, False), (10.0, 100, False)):
+def _selection_over_everything(boxes, scores, image_size, thresh, top_k, iou, limit):
+    """The selection without shortcuts: per class (a loop), threshold and the best ``top_k``; one
+    ``batched_nms`` over all of them; the best ``limit``."""
+    boxes = clip_boxes_to_image(boxes, image_size)
+    kept_boxes, kept_scores, kept_labels = [], [], []
+    for k in range(scores.shape[1]):
+        index = (scores[:, k] > thresh).nonzero().squeeze(1)
+        index = index[scores[index, k].topk(min(top_k, len(index))).indices]
+        kept_boxes.append(boxes[index])
+        kept_scores.append(scores[index, k])
+        kept_labels.append(torch.full((len(index),), k))
+    kept_boxes, kept_scores, kept_labels = torch.cat(kept_boxes), torch.cat(kept_scores), torch.cat(kept_labels)
+    keep = batched_nms(kept_boxes, kept_scores, kept_labels, iou)[:limit]
+    return kept_boxes[keep], kept_scores[keep], kept_labels[keep]
+
+
+def test_selection_decided_by_the_best_candidates_first_is_exact():
+    """``select_image`` looks at the best 1000 candidates first and widens only while fewer than the cap
+    survive; it equals the selection over every candidate when the first round settles it (scattered boxes:
+    973 of the best 1000 survive NMS), when heavy suppression needs a second round (boxes piled on one place:
+    71 of the best 1000 survive, 72 of all 6000 pairs; cap 72), when fewer than the cap survive at all, and
+    with the per-class cap binding (150 of ~1900 per class)."""
+    cases = ((600.0, 100, 400, True), (10.0, 72, 400, False), (10.0, 100, 400, False), (10.0, 50, 150, True),
+             (10.0, 60, 150, False))
+    for spread, limit, top_k, first_round_settles in cases:
         g = torch.Generator().manual_seed(3)
-        xy = torch.rand(6000, 2, generator=g) * spread
-        boxes = torch.cat([xy, xy + torch.rand(6000, 2, generator=g) * 40 + 10], dim=1)
-        scores = torch.rand(6000, generator=g).sort(descending=True).values
-        labels = torch.randint(0, 3, (6000,), generator=g)
-        expected = batched_nms(boxes, scores, labels, 0.5)[:limit]
-        assert torch.equal(best_survivors(boxes, scores, labels, 0.5, limit), expected)
-        assert (len(batched_nms(boxes[:1000], scores[:1000], labels[:1000], 0.5)) >= limit) == first_round
+        xy = torch.rand(2000, 2, generator=g) * spread
+        boxes = torch.cat([xy, xy + torch.rand(2000, 2, generator=g) * 40 + 10], dim=1)
+        scores = torch.rand(2000, 3, generator=g)
+        post = Postprocess("focal", score_thresh=0.05, nms_thresh=0.5, pre_nms_top_k=top_k, detections_per_img=limit)
+        result = post.select_image(boxes, scores, (640, 640))
+        expected = _selection_over_everything(boxes, scores, (640, 640), 0.05, top_k, 0.5, limit)
+        assert torch.equal(result["boxes"], expected[0]) and torch.equal(result["scores"], expected[1])
+        assert torch.equal(result["labels"], expected[2])
+        first = Postprocess("focal", score_thresh=scores.flatten().topk(1000).values[-1].item() - 1e-7,
+                            nms_thresh=0.5, pre_nms_top_k=top_k, detections_per_img=limit)
+        assert (len(first.select_image(boxes, scores, (640, 640))["scores"]) >= limit) == first_round_settles
 
 
 def test_selection_equals_torchvision_ssd_postprocessing():

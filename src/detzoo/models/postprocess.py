@@ -1,8 +1,8 @@
 """Vectorised single-stage post-processing: one score threshold over all (anchor, class) pairs, the best
 ``pre_nms_top_k`` candidates of each class, one class-aware ``batched_nms``, at most ``detections_per_img`` per
 image. No per-class loop: the per-class ranks come from one stable sort of the candidates, listed best first.
-NMS runs over the best candidates first and stops as soon as the per-image cap is certain
-(``best_survivors``: the result is exactly ``batched_nms`` over all of them, capped).
+The selection looks at the best candidates first and stops as soon as the per-image cap is certain
+(``select_image``): the result is exactly that of ranking and NMS over every candidate.
 
 Candidates are capped per class, as torchvision's SSD (``topk_candidates``) and the MindSpore and pytorch-ssd
 references do: one global cap over every (anchor, class) pair lets the classes of a crowded image, or COCO's
@@ -33,6 +33,7 @@ def class_scores(class_logits: torch.Tensor, kind: str) -> torch.Tensor:
 
 
 PRE_NMS_TOP_K = 400  # candidates per class before NMS: torchvision SSD's ``topk_candidates``
+FIRST_ROUND = 1000  # candidates the selection looks at first (at least 4 x the per-image cap)
 
 
 class Postprocess(nn.Module):
@@ -69,17 +70,29 @@ class Postprocess(nn.Module):
 
     def select_image(self, boxes: torch.Tensor, scores: torch.Tensor,
                      image_size: tuple[int, int]) -> dict[str, torch.Tensor]:
-        """One image: boxes [A, 4], scores [A, K] -> boxes, scores, labels (at most detections_per_img)."""
+        """One image: boxes [A, 4], scores [A, K] -> boxes, scores, labels (at most detections_per_img).
+
+        Exactly threshold -> the best ``pre_nms_top_k`` of each class -> ``batched_nms`` -> the best
+        ``detections_per_img``, computed on the best candidates first: a candidate's rank in its class and
+        its fate in greedy NMS depend on better-scored candidates only, so the best ``m`` candidates decide
+        their own outcome, and once ``detections_per_img`` of them survive no worse one can reach the result.
+        ``m`` starts at ``FIRST_ROUND`` and grows 4x until then (at COCO's 0.001 threshold tens of thousands
+        of pairs pass; a few thousand decide)."""
         num_classes = scores.shape[1]
         flat = scores.flatten()
         candidates = (flat > self.score_thresh).nonzero().squeeze(1)
-        candidates = candidates[flat[candidates].argsort(descending=True)]  # best first
-        candidates = candidates[within_top_k_of_class(candidates % num_classes, self.pre_nms_top_k)]
-        kept_scores = flat[candidates]
-        anchor_index = torch.div(candidates, num_classes, rounding_mode="floor")
-        labels = candidates % num_classes
-        kept_boxes = clip_boxes_to_image(boxes[anchor_index], image_size)
-        keep = best_survivors(kept_boxes, kept_scores, labels, self.nms_thresh, self.detections_per_img)
+        candidate_scores = flat[candidates]
+        size = max(FIRST_ROUND, 4 * self.detections_per_img)
+        while True:
+            best = candidates[candidate_scores.topk(min(size, candidates.numel())).indices]  # best first
+            best = best[within_top_k_of_class(best % num_classes, self.pre_nms_top_k)]
+            kept_scores, labels = flat[best], best % num_classes
+            kept_boxes = clip_boxes_to_image(boxes[torch.div(best, num_classes, rounding_mode="floor")], image_size)
+            keep = batched_nms(kept_boxes, kept_scores, labels, self.nms_thresh)
+            if keep.numel() >= self.detections_per_img or size >= candidates.numel():
+                break
+            size *= 4
+        keep = keep[: self.detections_per_img]
         return {"boxes": kept_boxes[keep], "scores": kept_scores[keep], "labels": labels[keep]}
 
     def select_in_graph(self, boxes: torch.Tensor, scores: torch.Tensor, image_size: tuple[int, int]
@@ -118,24 +131,6 @@ def within_top_k_of_class(labels: torch.Tensor, k: int) -> torch.Tensor:
     within = torch.empty_like(labels, dtype=torch.bool)
     within[by_class] = rank < k
     return within
-
-
-FIRST_NMS_ROUND = 1000  # candidates the first NMS round sees (at least 4 x the per-image cap)
-
-
-def best_survivors(boxes: torch.Tensor, scores: torch.Tensor, labels: torch.Tensor, iou_thresh: float,
-                   limit: int) -> torch.Tensor:
-    """``batched_nms(...)[:limit]`` for candidates listed best first, without running NMS over all of them.
-    Greedy NMS decides a candidate from the better-scored ones of its class only, so NMS over the best ``m``
-    candidates finds exactly the survivors among them; once those number ``limit``, no worse candidate can
-    reach the result. ``m`` grows 4x until then (a low threshold leaves tens of thousands of candidates, of
-    which a few thousand decide the result)."""
-    size = max(FIRST_NMS_ROUND, 4 * limit)
-    while True:
-        keep = batched_nms(boxes[:size], scores[:size], labels[:size], iou_thresh)
-        if keep.numel() >= limit or size >= scores.numel():
-            return keep[:limit]
-        size *= 4
 
 
 class OnnxNonMaxSuppression(torch.autograd.Function):
