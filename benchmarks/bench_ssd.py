@@ -1,7 +1,9 @@
 """SSD speed on this machine, side by side with torchvision's nearest models, in one run:
 inference ms/image (batch 1 and 8, eager, post-processing included), training images/s (batch 8) and
-post-processing ms/image on the same realistic score distribution (ours: one threshold, one top-k, one
-batched_nms; torchvision: its per-class loop); and our training images/s in NCHW vs NHWC memory layout.
+post-processing ms/image on the same realistic score distribution (ours: one threshold, the top-k of each
+class from one sort, batched_nms over the best candidates first; our former global top-k over all pairs,
+``pre_nms_candidates.GlobalTopK``; torchvision: its per-class loop); and our training images/s in NCHW vs NHWC
+memory layout.
 
 Inference is timed from the model's input pixels to detections on both sides: ours from a uint8 batch
 (normalisation, raw forward, decoding + NMS, as the Predictor runs it); torchvision from its list of float
@@ -19,6 +21,7 @@ import copy
 import torch
 import torchvision
 from common import machine, print_table, time_pair
+from pre_nms_candidates import OLD_GLOBAL_TOP_K, GlobalTopK
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
 from detzoo.data.transforms import normalize
@@ -112,11 +115,11 @@ def realistic_probabilities(anchors: int, classes: int, batch: int = 8) -> torch
     return p.clamp(1e-6, 0.95)
 
 
-def around_network_times(model, tv_model, tv_size: int) -> tuple[float, float, float, float, int]:
+def around_network_times(model, tv_model, tv_size: int) -> tuple[float, ...]:
     """ms/image spent outside the network, on the same probabilities and anchors: pre-processing (ours:
     normalise a uint8 batch; torchvision: its transform, which normalises, resizes and batches, plus its
-    per-call anchor generation) and post-processing (ours: one threshold, top-k and batched_nms; torchvision:
-    its per-class loop, then rescaling the boxes)."""
+    per-call anchor generation) and post-processing (ours: one threshold, top-k per class and batched_nms; our
+    former global top-k; torchvision: its per-class loop, then rescaling the boxes)."""
     anchors = model.anchors
     batch = 8
     p = realistic_probabilities(anchors.shape[0], NUM_CLASSES, batch)
@@ -137,6 +140,10 @@ def around_network_times(model, tv_model, tv_size: int) -> tuple[float, float, f
 
     post_ours, post_tv = time_pair(lambda: model.postprocess(regression, logits, anchors, [size] * batch), tv_post,
                                    repeats=ARGS.repeats)
+    settings = dict(model.postprocess.settings(), pre_nms_top_k=OLD_GLOBAL_TOP_K)
+    old = GlobalTopK(model.postprocess.score_kind, **settings)
+    post_ours, post_old = time_pair(lambda: model.postprocess(regression, logits, anchors, [size] * batch),
+                                    lambda: old(regression, logits, anchors, [size] * batch), repeats=ARGS.repeats)
     ours_images = torch.randint(0, 256, (batch, 3, *size), dtype=torch.uint8)
     tv_images = [torch.rand(3, tv_size, tv_size) for _ in range(batch)]
     with torch.inference_mode():
@@ -147,8 +154,8 @@ def around_network_times(model, tv_model, tv_size: int) -> tuple[float, float, f
             return tv_model.anchor_generator(image_list, grid)
 
         pre_ours, pre_tv = time_pair(lambda: normalize(ours_images, model.preprocess), tv_pre, repeats=ARGS.repeats)
-    return (pre_ours / batch * 1000, pre_tv / batch * 1000, post_ours / batch * 1000, post_tv / batch * 1000,
-            anchors.shape[0])
+    return (pre_ours / batch * 1000, pre_tv / batch * 1000, post_ours / batch * 1000, post_old / batch * 1000,
+            post_tv / batch * 1000, anchors.shape[0])
 
 
 def main() -> None:
@@ -172,14 +179,15 @@ def main() -> None:
                      train[0] / train[1]])
         nchw, nhwc = layout_rates(model)
         layout_rows.append([name, nchw, nhwc, nhwc / nchw])
-        pre_ours, pre_tv, post_ours, post_tv, anchors = around_network_times(model, tv, tv_size)
-        around_rows.append([name, anchors, pre_ours, pre_tv, post_ours, post_tv,
+        pre_ours, pre_tv, post_ours, post_old, post_tv, anchors = around_network_times(model, tv, tv_size)
+        around_rows.append([name, anchors, pre_ours, pre_tv, post_ours, post_old, post_old / post_ours, post_tv,
                             (pre_tv + post_tv) / (pre_ours + post_ours)])
     print_table("Speed (eager, CPU, random weights; ratio > 1 means ours is faster)",
                 ["model", "input", "infer ms/img b1", "infer ms/img b8", "train img/s b8"], rows)
-    print_table("Outside the network, batch 8, same scores (80 classes, score > 0.05, NMS 0.6, <= 100 per image)",
-                ["model", "anchors", "ours pre ms/img", "tv pre ms/img", "ours post ms/img", "tv post ms/img",
-                 "speed-up"], around_rows)
+    print_table("Outside the network, batch 8, same scores (80 classes, score > 0.05, NMS 0.6, <= 100 per image; "
+                f"ours: top {model.postprocess.pre_nms_top_k} per class; before: global top {OLD_GLOBAL_TOP_K})",
+                ["model", "anchors", "ours pre ms/img", "tv pre ms/img", "ours post ms/img", "before post ms/img",
+                 "before / ours", "tv post ms/img", "speed-up vs tv"], around_rows)
     print_table("Training memory layout (ours, batch 8): train.channels_last=false vs true",
                 ["model", "NCHW img/s", "NHWC img/s", "NHWC / NCHW"], layout_rows)
 

@@ -72,5 +72,19 @@ def test_matching_threshold_and_forced_match():
 def test_crowd_boxes_are_ignored_not_negative():
     anchors = torch.tensor([[0, 0, 10, 10], [50, 50, 60, 60.0]])
     gt = torch.tensor([[0, 0, 10, 11], [50, 50, 61, 61.0]])
-    matches = match_anchors(anchors, gt, 0.5, crowd=torch.tensor([False, True]))
+    matches = match_anchors(anchors, gt, 0.5, ignore=torch.tensor([False, True]))
     assert matches.tolist() == [0, IGNORE]
+
+
+def test_ignore_regions_use_intersection_over_the_anchor():
+    """An anchor wholly inside a large crowd box has a small IoU with it (0.04 here) but lies entirely in it:
+    ignored (COCO's and MMDetection's IoF rule), not trained as background. A large anchor that covers a small
+    ignore region whole but is mostly outside any (IoF 0.25) stays background; a positive match to a real
+    object wins over an ignore region around it."""
+    anchors = torch.tensor([[10, 10, 30, 30], [0, 0, 200, 200], [150, 150, 160, 160], [40, 40, 60, 60.0]])
+    gt = torch.tensor([[0, 0, 100, 100], [150, 150, 170, 170], [40, 40, 60, 61.0]])
+    ignore = torch.tensor([True, True, False])
+    # IoU with the ignore regions is below 0.5 everywhere
+    torch.testing.assert_close(box_iou(gt[:2], anchors[:3]).max(0).values, torch.tensor([0.04, 0.25, 0.25]))
+    matches = match_anchors(anchors, gt, 0.5, ignore=ignore)
+    assert matches.tolist() == [IGNORE, BACKGROUND, IGNORE, 2]

@@ -2,6 +2,8 @@
 boxes dropped, empty images), the two-stage data pipeline on real files, and parity with torchvision's
 ``fasterrcnn_resnet50_fpn`` on real coco128 images."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 import torchvision
@@ -12,8 +14,10 @@ from torchvision.ops.misc import FrozenBatchNorm2d
 
 from detzoo.common.config import DatasetSpec, load_config
 from detzoo.data.formats import read_dataset
-from detzoo.data.loader import DetectionDataset, TrainBatchSampler, read_image, train_loader
+from detzoo.data.loader import Collate, DetectionDataset, TrainBatchSampler, read_image, train_loader
 from detzoo.data.transforms import eval_transform, normalize, train_transform
+from detzoo.engine.evaluate import local_detections
+from detzoo.engine.inference import TorchBackend
 from detzoo.models import create_model
 from detzoo.models.dcn import ModulatedDeformConv2d
 from detzoo.models.faster_rcnn import FasterRCNN
@@ -93,6 +97,15 @@ def test_labels_shift_and_crowd_boxes_are_dropped():
     assert converted["labels"].tolist() == [1] and converted["boxes"].tolist() == [[0, 0, 10, 10]]
 
 
+def test_difficult_boxes_are_dropped_like_crowd_boxes():
+    """VOC difficult objects are not trained on as positives (torchvision's samplers cannot ignore a box)."""
+    target = {"boxes": torch.tensor([[0.0, 0, 10, 10], [5, 5, 20, 20], [30, 30, 40, 40]]),
+              "labels": torch.tensor([0, 2, 1]), "iscrowd": torch.tensor([False, True, False]),
+              "difficult": torch.tensor([False, False, True])}
+    converted = FasterRCNN._torchvision_target(target)
+    assert converted["labels"].tolist() == [1] and converted["boxes"].tolist() == [[0, 0, 10, 10]]
+
+
 def test_crowd_only_and_empty_images_train_as_background(dcn_model):
     """With its only box a crowd region (dropped) or no box at all, nothing is positive: no box losses."""
     torch.manual_seed(0)
@@ -153,7 +166,7 @@ def test_two_stage_batches_from_a_6_field_txt_file(tmp_path, micro, dcn_model):
     assert by_path[str(images[0])]["iscrowd"].tolist() == [False, True]
     assert len(by_path[str(images[1])]["boxes"]) == 0
     dcn_model.train()
-    losses = dcn_model.compute_loss(normalize(batch.images, pre), batch.targets)
+    losses = dcn_model.compute_loss(normalize(batch.images, pre, batch.image_sizes), batch.targets)
     assert all(torch.isfinite(v) for v in losses.values())
 
 
@@ -191,12 +204,14 @@ def _calibrated_torchvision_model(images: list[torch.Tensor], preprocess) -> tor
     return model.eval()
 
 
-def _assert_same_detections(ours: dict, theirs: dict, box_tol: float = 0.05, score_tol: float = 1e-3) -> None:
+def _assert_same_detections(ours: dict, theirs: dict, box_tol: float = 0.05, score_tol: float = 1e-3,
+                            their_label_offset: int = 1) -> None:
     """Every detection of one is in the other (same label, box within box_tol px, score within score_tol),
-    except near the top-100 cut-off, where a score difference below score_tol may swap the last ones."""
+    except near the top-100 cut-off, where a score difference below score_tol may swap the last ones.
+    torchvision's labels are ours + 1 (``their_label_offset``)."""
     assert len(ours["scores"]) == len(theirs["scores"]) == 100
     cutoff = min(ours["scores"].min(), theirs["scores"].min()) + score_tol
-    same = ((ours["labels"][:, None] == theirs["labels"][None] - 1)
+    same = ((ours["labels"][:, None] == theirs["labels"][None] - their_label_offset)
             & ((ours["boxes"][:, None] - theirs["boxes"][None]).abs().amax(-1) <= box_tol)
             & ((ours["scores"][:, None] - theirs["scores"][None]).abs() <= score_tol))
     compared = 0
@@ -207,23 +222,52 @@ def _assert_same_detections(ours: dict, theirs: dict, box_tol: float = 0.05, sco
     assert compared >= 160  # most of the 2 x 100 detections are compared
 
 
-def test_same_detections_as_torchvision_with_the_same_weights(coco128):
+@pytest.fixture(scope="module")
+def parity(coco128):
+    """(coco128 data, our model, torchvision's with the same weights) for the first two coco128 images."""
     data = read_dataset(DatasetSpec(path=str(coco128)))
     ours = create_model("faster_rcnn_r50_fpn", num_classes=80, input_size=PARITY_SHORT_SIDE, score_thresh=0.0)
-    pre = ours.preprocess
-    images = [eval_transform(pre)(read_image(record)) for record in data.records[:2]]
-    assert images[0].shape[-2:] != images[1].shape[-2:]  # a padded batch of two sizes
-    reference = _calibrated_torchvision_model(images, pre)
+    images = [eval_transform(ours.preprocess)(read_image(record)) for record in data.records[:2]]
+    reference = _calibrated_torchvision_model(images, ours.preprocess)
     ours.load_state_dict(reference.state_dict())  # same module names: no key map
-    ours.eval()
-    sizes = [tuple(image.shape[-2:]) for image in images]
-    height, width = (max(s[i] for s in sizes) for i in (0, 1))
-    batch = torch.zeros(2, 3, -(-height // 32) * 32, -(-width // 32) * 32)  # zero padding after normalising,
-    for i, image in enumerate(images):  # as torchvision batches
-        batch[i, :, : sizes[i][0], : sizes[i][1]] = normalize(image[None], pre)[0]
+    return data, ours.eval(), reference
+
+
+def test_same_detections_as_torchvision_with_the_same_weights(parity):
+    """Random weights made usable (``_calibrated_torchvision_model``), loaded into both; two coco128 images of
+    different sizes. Ours runs the real evaluation path - the dataset, ``Collate`` (one batch, padded to the
+    larger image and to 32) and the backend that normalises and pads with 0; torchvision runs its own
+    ``GeneralizedRCNNTransform``. The tolerances compare the same torch kernels on the same machine: 0.05 px
+    is 1e-4 of the image side, far above float32 rounding and far below what a padding or resizing
+    difference moves."""
+    data, ours, reference = parity
+    dataset = DetectionDataset(data, eval_transform(ours.preprocess))
+    batch = Collate(ours.preprocess.size_divisible)([dataset[0], dataset[1]])
+    assert batch.image_sizes[0] != batch.image_sizes[1]  # a padded batch of two sizes
     with torch.no_grad():
-        expected = reference([image.float() / 255 for image in images])
-        got = ours.detect(batch, sizes)
-    for mine, theirs, (h, w) in zip(got, expected, sizes):
+        expected = reference([batch.images[i, :, :h, :w].float() / 255 for i, (h, w) in enumerate(batch.image_sizes)])
+    got = TorchBackend(ours)(batch)
+    for mine, theirs, (h, w) in zip(got, expected, batch.image_sizes):
         _assert_same_detections(mine, theirs)
         assert (mine["boxes"][:, 2] <= w).all() and (mine["boxes"][:, 3] <= h).all()
+
+
+def test_an_images_detections_do_not_depend_on_the_batch(parity):
+    """The same image alone and among a portrait image and landscape images of other sizes (what evaluating a
+    dataset gives): the same detections, to the tolerances above (the same kernels; only the batch dimension
+    differs). Evaluation batches it only with images of its padded size and pads with 0, so it sees what it
+    sees alone; padded to the batch's largest image (1.3x to 1.7x its side here) it would not."""
+    data, ours, _ = parity
+    image = data.records[0]
+    size = ours.preprocess.output_size(image.height, image.width)
+    same = next(r for r in data.records[1:] if ours.preprocess.output_size(r.height, r.width) == size)
+    portrait = next(r for r in data.records if r.height > r.width)
+    other = next(r for r in data.records if r.width > r.height and ours.preprocess.output_size(r.height, r.width)[1]
+                 > size[1] + 32)
+    backend = TorchBackend(ours)
+    alone = local_detections(backend, replace(data, records=[image]), batch_size=4, workers=0)
+    mixed = local_detections(backend, replace(data, records=[portrait, image, other, same]), batch_size=4,
+                             workers=0)
+    assert [d.image_id for d in mixed] == [portrait.image_id, image.image_id, other.image_id, same.image_id]
+    as_dict = [{"boxes": d.boxes, "scores": d.scores, "labels": d.labels} for d in (mixed[1], alone[0])]
+    _assert_same_detections(*as_dict, their_label_offset=0)

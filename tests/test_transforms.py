@@ -30,17 +30,19 @@ def test_train_transform_keeps_boxes_inside_and_valid(sample, size):
     height, width, boxes, seed = sample
     transform = train_transform(Preprocess(size), AugmentConfig())
     image = torch.randint(0, 255, (3, height, width), dtype=torch.uint8)
-    target = {"boxes": boxes, "labels": torch.arange(len(boxes)), "iscrowd": torch.zeros(len(boxes), dtype=torch.bool)}
+    target = {"boxes": boxes, "labels": torch.arange(len(boxes)), "iscrowd": torch.zeros(len(boxes), dtype=torch.bool),
+              "difficult": torch.arange(len(boxes)) % 2 == 0}
     out_image, out = transform.from_pixels(image, target, seed)
     assert out_image.shape == (3, *size) and out_image.dtype == torch.uint8
     b = out["boxes"]
-    assert len(b) == len(out["labels"]) == len(out["iscrowd"]) <= len(boxes)
+    assert len(b) == len(out["labels"]) == len(out["iscrowd"]) == len(out["difficult"]) <= len(boxes)
     if len(b):
         assert (b[:, 0] >= 0).all() and (b[:, 1] >= 0).all()
         assert (b[:, 2] <= size[1]).all() and (b[:, 3] <= size[0]).all()
         assert ((b[:, 2] - b[:, 0]) >= 1).all() and ((b[:, 3] - b[:, 1]) >= 1).all()
-    # labels still belong to the boxes they came with
+    # labels and difficult flags still belong to the boxes they came with
     assert set(out["labels"].tolist()) <= set(range(len(boxes)))
+    assert out["difficult"].tolist() == (out["labels"] % 2 == 0).tolist()
 
 
 def test_keep_aspect_resize_fits_inside_limits():

@@ -248,8 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--check-images", help="an image or a folder of images to check the export on (default: "
                                           "the checkpoint's validation data)")
     p.add_argument("--check-count", type=int, default=8, help="how many images the check runs")
-    p.add_argument("--tolerance", type=float, default=1e-3,
-                   help="largest difference allowed (scores; boxes as a fraction of the input side)")
+    p.add_argument("--tolerance", type=float,
+                   help="relative error budget of the raw outputs (default: derived from float32 arithmetic on "
+                        "the model's layers; scores may differ by tolerance x logit scale / 2, boxes by "
+                        "2 x tolerance x box scale)")
     p.add_argument("--opset", type=int, help="ONNX opset (default 19, the first with DeformConv)")
     p.set_defaults(func=cmd_export)
 

@@ -77,7 +77,7 @@ class ModelConfig:
     neg_pos_ratio: float | None = None
     score_thresh: float | None = None
     nms_thresh: float | None = None
-    pre_nms_top_k: int | None = None
+    pre_nms_top_k: int | None = None  # SSD: candidates kept per class before NMS (the best-scoring)
     detections_per_img: int | None = None
     roi_batch_size: int | None = None  # two-stage models: RoIs sampled per image to train the box head
 

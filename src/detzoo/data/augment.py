@@ -62,6 +62,10 @@ def _grey_mean(pixels: np.ndarray) -> float:
     return float(cv2.cvtColor(pixels, cv2.COLOR_RGB2GRAY).mean())
 
 
+# what travels with each box, and goes when its box goes (the ignore regions included)
+PER_BOX = ("labels", "iscrowd", "difficult")
+
+
 @dataclass(frozen=True)
 class Photometric:
     """``RandomPhotometricDistort``: each factor present with probability p, contrast before or after the
@@ -292,8 +296,8 @@ class TrainAugment:
         if draw.inside is not None:
             keep &= draw.inside
         index = torch.from_numpy(np.flatnonzero(keep))
-        return {"boxes": torch.from_numpy(mapped[keep]), "labels": target["labels"][index],
-                "iscrowd": target["iscrowd"][index]}
+        return {"boxes": torch.from_numpy(mapped[keep]),
+                **{key: target[key][index] for key in PER_BOX if key in target}}
 
     def _augment(self, pixels: torch.Tensor, reduction: int, target: dict, draw: Draw) -> tuple[torch.Tensor, dict]:
         pixel_map = draw.geometry.pixel_map(reduction, (pixels.shape[1], pixels.shape[0]))

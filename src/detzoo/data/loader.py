@@ -54,8 +54,9 @@ def decode_rgb(path, *, origin: str | None = None, size: tuple[int, int] | None 
 
 
 def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
+    """The training target of a record: boxes, labels and the two kinds of ignore region (crowd, difficult)."""
     return {"boxes": torch.from_numpy(record.boxes), "labels": torch.from_numpy(record.labels),
-            "iscrowd": torch.from_numpy(record.iscrowd)}
+            "iscrowd": torch.from_numpy(record.iscrowd), "difficult": torch.from_numpy(record.difficult)}
 
 
 class DetectionDataset(Dataset):
@@ -106,7 +107,7 @@ class DetectionDataset(Dataset):
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # uint8 [N,3,H,W], zero-padded
+    images: torch.Tensor  # uint8 [N,3,H,W], padded (normalize with image_sizes makes the padding 0)
     targets: list[dict]
     image_sizes: list[tuple[int, int]]  # (h, w) of each image before padding
     skipped: int = 0  # bad samples dropped from this batch (skip_bad)
@@ -122,7 +123,8 @@ def padded_side(side: int, size_divisible: int) -> int:
 
 
 class Collate:
-    """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them."""
+    """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them. The model sees
+    the padding as 0 after ``transforms.normalize(images, preprocess, batch.image_sizes)``."""
 
     def __init__(self, size_divisible: int = 1):
         self.size_divisible = size_divisible
@@ -216,12 +218,47 @@ def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_div
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible), **loader_kwargs(workers))
 
 
+class InferenceBatchSampler(Sampler):
+    """Unaugmented batches of this process's share of ``data`` (images rank, rank + W, ...; ``order``, in
+    dataset order). Stretch-resized images all have the model's size: consecutive batches. Keep-aspect images
+    are batched only with images of the same padded size (portrait and landscape never meet, nor two padded
+    widths), so every image is padded exactly as it would be alone and its detections do not depend on which
+    images share its batch; torchvision's and detectron2's evaluation (one image per batch) pad the same way.
+    Batches come in the order of their first image, so results need little holding back to be put in order
+    (``run_inference`` does)."""
+
+    def __init__(self, data: DetectionData, preprocess: Preprocess, batch_size: int, rank: int = 0,
+                 world_size: int = 1):
+        self.order = list(range(rank, len(data), world_size))
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index in self.order:
+            groups.setdefault(self._padded_size(data.records[index], preprocess), []).append(index)
+        self.batches = sorted((group[start: start + batch_size] for group in groups.values()
+                               for start in range(0, len(group), batch_size)), key=lambda batch: batch[0])
+
+    @staticmethod
+    def _padded_size(record: ImageRecord, preprocess: Preprocess) -> tuple[int, int]:
+        height, width = preprocess.output_size(record.height, record.width)
+        return padded_side(height, preprocess.size_divisible), padded_side(width, preprocess.size_divisible)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return iter(self.batches)
+
+
 def inference_loader(data: DetectionData, preprocess: Preprocess, batch_size: int, workers: int = 0,
                      rank: int = 0, world_size: int = 1) -> DataLoader:
-    """Batches of ``data`` resized for a model (no augmentation), for evaluation, prediction, precise BN and
-    export checks. In order; with several processes each takes every ``world_size``-th image (no padding,
-    so nothing is evaluated twice)."""
-    dataset = DetectionDataset(data, eval_transform(preprocess))
-    indices = list(range(rank, len(dataset), world_size))
-    return DataLoader(torch.utils.data.Subset(dataset, indices), batch_size=batch_size, shuffle=False,
+    """Batches of ``data`` resized for a model (no augmentation, ``InferenceBatchSampler``), for evaluation,
+    prediction, precise BN, export checks and quantization calibration. With several processes each takes
+    every ``world_size``-th image (no padding, so nothing is evaluated twice)."""
+    sampler = InferenceBatchSampler(data, preprocess, batch_size, rank, world_size)
+    return DataLoader(DetectionDataset(data, eval_transform(preprocess)), batch_sampler=sampler,
                       collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers))
+
+
+def dataset_order(loader) -> list[int] | None:
+    """The dataset indices an inference loader yields, in dataset order (None for other batch sources)."""
+    sampler = getattr(loader, "batch_sampler", None)
+    return sampler.order if isinstance(sampler, InferenceBatchSampler) else None

@@ -41,20 +41,33 @@ class Preprocess:
                    std=tuple(data["std"]), size_divisible=int(data["size_divisible"]))
 
     def output_size(self, height: int, width: int) -> tuple[int, int]:
-        """(height, width) an image of this size has after resizing."""
+        """(height, width) an image of this size has after resizing: exactly what torchvision's
+        ``Resize(short, max_size=long)`` gives (integer truncation, the long side capped second), so that
+        batches can be grouped by padded size before any image is read."""
         if self.resize == "stretch":
             return self.size
-        short, long = self.size
-        scale = min(short / min(height, width), long / max(height, width))
-        return round(height * scale), round(width * scale)
+        limit_short, limit_long = self.size
+        short, long = sorted((height, width))
+        new_short, new_long = limit_short, int(limit_short * long / short)
+        if new_long > limit_long:
+            new_short, new_long = int(limit_long * new_short / new_long), limit_long
+        return (new_short, new_long) if height <= width else (new_long, new_short)
 
 
-def normalize(images: torch.Tensor, preprocess: Preprocess) -> torch.Tensor:
-    """uint8 [N,3,H,W] (any device) -> normalised float32."""
+def normalize(images: torch.Tensor, preprocess: Preprocess,
+              image_sizes: list[tuple[int, int]] | None = None) -> torch.Tensor:
+    """uint8 [N,3,H,W] (any device) -> normalised float32. With ``image_sizes`` (each image's (h, w) before
+    batch padding) the padding is 0 after normalising, as torchvision, detectron2 and MMDetection pad: the
+    model sees the same zeros around an image whatever batch it is in (normalised uint8 zeros would be
+    ``-mean / std``, about -2.1)."""
     images = images.float().div_(255.0)
     mean = torch.tensor(preprocess.mean, device=images.device).view(1, 3, 1, 1)
     std = torch.tensor(preprocess.std, device=images.device).view(1, 3, 1, 1)
-    return images.sub_(mean).div_(std)
+    images = images.sub_(mean).div_(std)
+    for image, (height, width) in zip(images, image_sizes or ()):
+        image[:, height:].zero_()
+        image[:, :height, width:].zero_()
+    return images
 
 
 def _resize(preprocess: Preprocess) -> v2.Transform:

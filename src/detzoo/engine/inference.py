@@ -12,7 +12,7 @@ import torch
 from ..common.memory import retain_freed_memory
 from ..common.precision import autocast, check_torch_precision
 from ..common.structures import Detections
-from ..data.loader import Batch
+from ..data.loader import Batch, dataset_order
 from ..data.transforms import Preprocess, normalize
 from ..models.selection import SelectOptions, select_with
 
@@ -38,7 +38,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
-        images = normalize(batch.images.to(self.device), self.preprocess)
+        images = normalize(batch.images.to(self.device), self.preprocess, batch.image_sizes)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
@@ -117,13 +117,26 @@ def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Mod
 
 def run_inference(backend, loader: Iterable[Batch], class_names: list[str],
                   options: SelectOptions | None = None) -> Iterator[Detections]:
-    """Detections in original-image pixels for every image the loader yields (``options``: the selection
-    settings for this run, the model's own where None)."""
+    """Detections in original-image pixels for every image the loader yields, in dataset order (``options``: the
+    selection settings for this run, the model's own where None). An inference loader batches images by padded
+    size (``data.loader.InferenceBatchSampler``), so each result is held back until those of every earlier image
+    are out. Other batch sources are passed through."""
+    order = dataset_order(loader)
+    pending: dict[int, Detections] = {}
+    position = 0
     for batch in loader:
         if len(batch) == 0:
             continue
         outputs = backend(batch, options)
         for target, (height, width), output in zip(batch.targets, batch.image_sizes, outputs):
             orig_h, orig_w = target["orig_size"]
-            yield Detections.from_output(output, (orig_w / width, orig_h / height), class_names,
-                                         image_id=target["image_id"], path=target["path"])
+            detections = Detections.from_output(output, (orig_w / width, orig_h / height), class_names,
+                                                image_id=target["image_id"], path=target["path"])
+            if order is None:
+                yield detections
+                continue
+            pending[target["index"]] = detections
+        while order is not None and position < len(order) and order[position] in pending:
+            yield pending.pop(order[position])
+            position += 1
+    yield from (pending[index] for index in sorted(pending))  # only images a loader skipped leave gaps

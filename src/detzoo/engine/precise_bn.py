@@ -44,7 +44,7 @@ def recompute_bn_statistics(model: nn.Module, data: DetectionData, batches: int,
     try:
         for _, batch in zip(range(batches), loader):
             if len(batch):
-                net(normalize(batch.images.to(device), preprocess))
+                net(normalize(batch.images.to(device), preprocess, batch.image_sizes))
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

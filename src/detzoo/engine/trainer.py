@@ -261,7 +261,8 @@ class Trainer:
         """One optimiser step. Returns (the losses averaged over all processes, or None when the step was
         skipped because a loss was not finite on some process; whether any process was asked to stop)."""
         self.skipped_samples += batch.skipped
-        images = normalize(batch.images.to(self.device, non_blocking=True), self.model.preprocess)
+        images = normalize(batch.images.to(self.device, non_blocking=True), self.model.preprocess,
+                           batch.image_sizes)  # padding 0, as the model sees it in evaluation
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v

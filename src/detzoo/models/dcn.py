@@ -6,8 +6,9 @@ the same kernel, stride and padding as the deformable one predicts 2 x k x k off
 output pixel. It is zero-initialised, so a new module samples the regular grid with mask sigmoid(0) = 0.5, i.e.
 it starts as 0.5 x the plain convolution whose weights it took over.
 
-The operator runs in float32 even under autocast: its CPU kernel has no bfloat16 path, and sampling
-locations are better kept in full precision anyway. The result is cast back to the input's dtype.
+The operator runs in float32 even under autocast (in float64 for a float64 input): its CPU kernel has no
+bfloat16 path, and sampling locations are better kept in full precision anyway. The result is cast back to
+the input's dtype.
 """
 
 from __future__ import annotations
@@ -48,14 +49,16 @@ class ModulatedDeformConv2d(DeformConv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         taps = self.kernel_size[0] * self.kernel_size[1]
-        # (no autocast context on the meta device, which `detzoo models` counts FLOPs on: it has no autocast)
+        # float32 from half precision (float64 stays); no autocast context on the meta device, which `detzoo
+        # models` counts FLOPs on: it has no autocast
+        full = torch.promote_types(x.dtype, torch.float32)
         no_autocast = (torch.autocast(x.device.type, enabled=False)
                        if torch.amp.is_autocast_available(x.device.type) else contextlib.nullcontext())
         with no_autocast:
-            x32 = x.float()
+            x32 = x.to(full)
             offset, mask_logits = self.offset_mask(x32).split([2 * taps, taps], dim=1)
-            out = deform_conv2d(x32, offset, self.weight.float(),
-                                None if self.bias is None else self.bias.float(),
+            out = deform_conv2d(x32, offset, self.weight.to(full),
+                                None if self.bias is None else self.bias.to(full),
                                 stride=self.stride, padding=self.padding, dilation=self.dilation,
                                 mask=mask_logits.sigmoid())
         return out.to(x.dtype)

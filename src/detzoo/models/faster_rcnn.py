@@ -6,9 +6,10 @@ multiple of 32); the model gets them as an ``ImageList`` with each image's size 
 and detections are clipped to the real image, not to the padding.
 
 Labels: detzoo uses 0..K-1, torchvision 0 = background and 1..K; the shift happens here, both ways.
-Crowd boxes (``iscrowd``) are dropped from the training targets: torchvision's anchor and proposal samplers
-have no "ignore" label for a ground-truth box, and treating a crowd region as an object would teach the model
-to fire on it. Images without objects are legal (every anchor and proposal is then background).
+Crowd boxes (``iscrowd``) and VOC ``difficult`` objects are dropped from the training targets: torchvision's
+anchor and proposal samplers have no "ignore" label for a ground-truth box, and treating a crowd region or an
+object VOC evaluation never counts as an object would teach the model to fire on it. Images without objects
+are legal (every anchor and proposal is then background).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from torchvision.models.detection.rpn import RegionProposalNetwork
 
 from ..data.transforms import Preprocess
 from .detector import Detector
+from .matching import ignore_regions
 
 
 class FasterRCNN(Detector):
@@ -52,7 +54,7 @@ class FasterRCNN(Detector):
 
     def compute_loss(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
         """RPN and RoI-head losses. ``targets[i]``: boxes (xyxy, input pixels), labels 0..K-1, optional
-        iscrowd (those boxes are dropped) and image_size (h, w before padding; default: the whole tensor).
+        iscrowd / difficult (those boxes are dropped) and image_size (h, w before padding; default: the whole tensor).
         Train mode only: torchvision's RPN and RoI heads sample anchors and proposals only when training."""
         if not self.training:
             raise RuntimeError("FasterRCNN.compute_loss needs train mode (call model.train() first)")
@@ -67,10 +69,8 @@ class FasterRCNN(Detector):
     @staticmethod
     def _torchvision_target(target: dict) -> dict[str, torch.Tensor]:
         boxes, labels = target["boxes"], target["labels"]
-        crowd = target.get("iscrowd")
-        if crowd is not None and crowd.numel():
-            keep = ~crowd.bool()
-            boxes, labels = boxes[keep], labels[keep]
+        keep = ~ignore_regions(target)
+        boxes, labels = boxes[keep], labels[keep]
         return {"boxes": boxes.float().reshape(-1, 4), "labels": labels.long() + 1}
 
     def detect(self, images: torch.Tensor, image_sizes: list[tuple[int, int]] | None = None) -> list[dict]:

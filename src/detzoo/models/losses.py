@@ -1,6 +1,7 @@
 """SSD losses: sigmoid focal loss over the K foreground logits (torchvision ``sigmoid_focal_loss``) or
 softmax cross-entropy over K+1 logits with hard negative mining, plus smooth L1 on positive anchors; both
-summed over the batch and divided by the number of positive anchors (at least 1).
+summed over the batch and divided by the number of positive anchors (at least 1). Crowd boxes and VOC
+``difficult`` objects are ignore regions (``models/matching.py``): their anchors count neither way.
 
 Under DDP (in training) the divisor is the positive count of the whole global batch divided by the number
 of processes (``engine.distributed.global_normalizer``), so DDP's gradient average equals the gradient of
@@ -15,7 +16,7 @@ from torchvision.ops import sigmoid_focal_loss
 
 from ..common.distributed import global_normalizer
 from .box_coder import BoxCoder
-from .matching import BACKGROUND, IGNORE, match_anchors
+from .matching import BACKGROUND, IGNORE, ignore_regions, match_anchors
 
 
 class SSDLoss(nn.Module):
@@ -37,9 +38,7 @@ class SSDLoss(nn.Module):
         labels, box_targets = [], []
         for target in targets:
             boxes = target["boxes"].to(anchors.device)
-            crowd = target.get("iscrowd")
-            crowd = crowd.to(anchors.device).bool() if crowd is not None else None
-            matches = match_anchors(anchors, boxes, self.iou_threshold, crowd)
+            matches = match_anchors(anchors, boxes, self.iou_threshold, ignore_regions(target).to(anchors.device))
             if boxes.shape[0] == 0:  # an image without objects: every anchor is background
                 labels.append(matches)
                 box_targets.append(torch.zeros_like(anchors))

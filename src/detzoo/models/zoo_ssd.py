@@ -28,7 +28,7 @@ from .heads import PerLevelHead, WeightSharedHead, prior_bias, ssdlite_predictor
 from .key_maps import pytorch_ssd_lite_model
 from .losses import SSDLoss
 from .necks import FPN, InvertedResidualExtras, VGGExtras
-from .postprocess import Postprocess
+from .postprocess import PRE_NMS_TOP_K, Postprocess
 from .registry import register_model
 from .ssd import SSD
 
@@ -69,7 +69,7 @@ def _ssdlite_head(channels: list[int], anchors_per_location: list[int], logits: 
 @register_model
 def ssd300_mobilenetv2(num_classes: int = 80, input_size: int = 300, loss: str = "focal",
                        focal_alpha: float = 0.75, focal_gamma: float = 2.0, neg_pos_ratio: float = 3.0,
-                       score_thresh: float = 0.05, nms_thresh: float = 0.6, pre_nms_top_k: int = 1000,
+                       score_thresh: float = 0.05, nms_thresh: float = 0.6, pre_nms_top_k: int = PRE_NMS_TOP_K,
                        detections_per_img: int = 100, width_mult: float = 1.0) -> SSD:
     """MindSpore "ssd300": MobileNetV2 (576 @ /16, 1280 @ /32), four inverted-residual extras, SSDLite
     heads, 1917 default boxes at 300 px, sigmoid focal loss (alpha 0.75)."""
@@ -87,7 +87,8 @@ def ssd300_mobilenetv2(num_classes: int = 80, input_size: int = 300, loss: str =
 @register_model
 def ssdlite_mobilenetv2(num_classes: int = 20, loss: str = "softmax", focal_alpha: float = 0.75,
                         focal_gamma: float = 2.0, neg_pos_ratio: float = 3.0, score_thresh: float = 0.01,
-                        nms_thresh: float = 0.45, pre_nms_top_k: int = 1000, detections_per_img: int = 100) -> SSD:
+                        nms_thresh: float = 0.45, pre_nms_top_k: int = PRE_NMS_TOP_K,
+                        detections_per_img: int = 100) -> SSD:
     """pytorch-ssd "mb2-ssd-lite" (recipes.md section 6): MobileNetV2 with PyTorch's default batch norm,
     extras down to 64 channels, SSDLite heads with a biased depthwise conv and a plain 1x1 conv on the last
     level, 3000 priors at 300 px, (x - 127) / 128 input, softmax + 3:1 hard negative mining, NMS 0.45.
@@ -108,7 +109,7 @@ def ssdlite_mobilenetv2(num_classes: int = 20, loss: str = "softmax", focal_alph
 @register_model
 def ssd_vgg16(num_classes: int = 80, loss: str = "focal", focal_alpha: float = 0.75, focal_gamma: float = 2.0,
               neg_pos_ratio: float = 3.0, score_thresh: float = 0.05, nms_thresh: float = 0.6,
-              pre_nms_top_k: int = 1000, detections_per_img: int = 100) -> SSD:
+              pre_nms_top_k: int = PRE_NMS_TOP_K, detections_per_img: int = 100) -> SSD:
     """The SSD paper's SSD300 (recipes.md section 5) as torchvision's ``ssd300_vgg16`` builds it: VGG16 with
     L2Norm on conv4_3, fc6/fc7 and the extras, a 3x3 conv predictor per level with 4, 6, 6, 6, 4, 4 boxes per
     location (8732), focal loss alpha 0.75 (``loss=softmax``: the paper's hard negative mining)."""
@@ -145,7 +146,8 @@ def _ssd_fpn(backbone: nn.Module, num_classes: int, input_size: int, loss: str, 
 @register_model
 def ssd_mobilenetv1_fpn(num_classes: int = 80, input_size: int = 640, loss: str = "focal", focal_alpha: float = 0.25,
                         focal_gamma: float = 2.0, neg_pos_ratio: float = 3.0, score_thresh: float = 0.05,
-                        nms_thresh: float = 0.6, pre_nms_top_k: int = 1000, detections_per_img: int = 100) -> SSD:
+                        nms_thresh: float = 0.6, pre_nms_top_k: int = PRE_NMS_TOP_K,
+                        detections_per_img: int = 100) -> SSD:
     """MindSpore "ssd_mobilenet_v1_fpn" (recipes.md section 3): MobileNetV1 (pointwise layers 5, 11, 13) + FPN
     P3-P7 + weight-shared head, 51150 anchors at 640 px, focal loss alpha 0.25."""
     return _ssd_fpn(MobileNetV1Features(), num_classes, input_size, loss, focal_alpha, focal_gamma, neg_pos_ratio,
@@ -155,7 +157,8 @@ def ssd_mobilenetv1_fpn(num_classes: int = 80, input_size: int = 640, loss: str 
 @register_model
 def ssd_resnet50_fpn(num_classes: int = 80, input_size: int = 640, loss: str = "focal", focal_alpha: float = 0.25,
                      focal_gamma: float = 2.0, neg_pos_ratio: float = 3.0, score_thresh: float = 0.05,
-                     nms_thresh: float = 0.6, pre_nms_top_k: int = 1000, detections_per_img: int = 100) -> SSD:
+                     nms_thresh: float = 0.6, pre_nms_top_k: int = PRE_NMS_TOP_K,
+                     detections_per_img: int = 100) -> SSD:
     """MindSpore "ssd_resnet50_fpn" (recipes.md section 4): ResNet-50 C3-C5 + FPN P3-P7 + weight-shared head,
     51150 anchors at 640 px, focal loss alpha 0.25."""
     return _ssd_fpn(ResNet50Features(), num_classes, input_size, loss, focal_alpha, focal_gamma, neg_pos_ratio,

@@ -168,7 +168,7 @@ class OnnxBackend:
     def graph_inputs(self, batch: Batch) -> list[dict[str, np.ndarray]]:
         """What the graph is run on: the whole batch, or one image at a time (padded to size_divisible,
         with its size before padding)."""
-        images = normalize(batch.images, self.preprocess).numpy()
+        images = normalize(batch.images, self.preprocess, batch.image_sizes).numpy()
         if self.metadata.dynamic_batch:
             return [{IMAGES: images}]
         div = self.preprocess.size_divisible
