@@ -18,7 +18,7 @@ demo: $(STAMP)
 test: $(STAMP) browser
 	$(BIN)/python -m pytest
 
-# The web page's test (tests/test_serve_page.py) drives Debian's chromium through chromedriver (Selenium); a
+# The web page's test (tests/serve/test_serve_page.py) drives Debian's chromium through chromedriver (Selenium); a
 # browser download does not work everywhere, the distribution's packages do. Installed once, when missing.
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 browser:

@@ -51,10 +51,11 @@ TRAIN_IMAGES = 8  # trained_checkpoint overfits these, so its mAP and scores on 
 
 
 @pytest.fixture(scope="session")
-def trained_checkpoint(tmp_path_factory, coco128):
+def trained_ssd(tmp_path_factory, coco128):
     """ssd300_mobilenetv2 at 128 px after 25 steps on the first 8 coco128 images (no augmentation), with its
     BatchNorm statistics re-estimated on them: after so short a run the running averages lag the weights and
-    the eval-mode mAP is noise (0.007 instead of ~0.8). Used by the deployment and the service tests."""
+    the eval-mode mAP is noise (0.007 instead of ~0.8); realistic activations, unlike random weights. Returns
+    (checkpoint path, the uint8 batch of those 8 images). Used by the deployment, precision and service tests."""
     from detzoo.common.checkpoints import model_payload
     from detzoo.common.config import DatasetSpec, load_config
     from detzoo.data.formats import read_dataset
@@ -82,4 +83,9 @@ def trained_checkpoint(tmp_path_factory, coco128):
     recompute_bn_statistics(model, data, batches=1, batch_size=TRAIN_IMAGES, device=torch.device("cpu"))
     path = tmp_path_factory.mktemp("trained") / "model.pt"
     torch.save(model_payload(model.eval(), config.to_dict(), data.class_names), path)
-    return path
+    return path, batch
+
+
+@pytest.fixture(scope="session")
+def trained_checkpoint(trained_ssd) -> Path:
+    return trained_ssd[0]

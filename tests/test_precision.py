@@ -11,24 +11,19 @@ import onnx
 import pytest
 import torch
 
+from conftest import TRAIN_IMAGES
 from detzoo.cli import main
 from detzoo.common import precision as precision_module
-from detzoo.common.checkpoints import model_payload
-from detzoo.common.config import DatasetSpec, load_config
 from detzoo.common.errors import ConfigError
-from detzoo.data.formats import read_dataset
-from detzoo.data.loader import Collate, DetectionDataset
-from detzoo.data.transforms import eval_transform, normalize
+from detzoo.data.transforms import normalize
 from detzoo.engine.inference import TorchBackend
-from detzoo.engine.precise_bn import recompute_bn_statistics
 from detzoo.export.onnx_export import export_onnx
 from detzoo.models import create_model
-from detzoo.models.weights import build_model
+from detzoo.models.weights import load_model
 from detzoo.predict import Predictor
 from detzoo.predict.onnx_backend import read_metadata
 
 ROOT = Path(__file__).resolve().parents[1]
-TRAIN_IMAGES = 8
 BF16_UNIT_ROUNDOFF = 2.0 ** -8  # 8 significant bits (7 stored + the implicit one): relative rounding <= 2^-8
 
 
@@ -48,29 +43,11 @@ def no_bf16(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, coco128):
-    """ssd300_mobilenetv2 at 128 px after 12 steps on 8 coco128 images, BatchNorm statistics re-estimated on
-    them: realistic activations (random weights and stale BN statistics make exploding ones)."""
-    torch.manual_seed(0)
-    config = load_config("ssd300_mobilenetv2", ["model.input_size=128", "model.score_thresh=0.01",
-                                                f"data.train={coco128}", f"data.val={coco128}"])
-    data = read_dataset(DatasetSpec(str(coco128)))
-    model = build_model(config, len(data.class_names))
-    dataset = DetectionDataset(data, eval_transform(model.preprocess))
-    batch = Collate()([dataset[i] for i in range(TRAIN_IMAGES)])
-    images = normalize(batch.images, model.preprocess)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    model.train()
-    for _ in range(12):
-        loss = sum(model.compute_loss(images, batch.targets).values())
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    data.records = data.records[:TRAIN_IMAGES]
-    recompute_bn_statistics(model, data, batches=1, batch_size=TRAIN_IMAGES, device=torch.device("cpu"))
-    path = tmp_path_factory.mktemp("trained") / "model.pt"
-    torch.save(model_payload(model.eval(), config.to_dict(), data.class_names), path)
-    return path, model.eval(), batch
+def trained(trained_ssd):
+    """conftest's briefly trained ssd300_mobilenetv2 (realistic activations: random weights and stale BN
+    statistics make exploding ones): its checkpoint, a fresh copy of the model, the batch it trained on."""
+    path, batch = trained_ssd
+    return path, load_model(path).model.eval(), batch
 
 
 @pytest.fixture(scope="module")

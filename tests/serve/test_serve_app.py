@@ -8,6 +8,13 @@ import json
 
 import pytest
 from PIL import Image
+from serve_helpers import (
+    assert_same_detections,
+    client_for,
+    encoded,
+    reference,
+    wait_ready,
+)
 from starlette.testclient import TestClient
 
 from detzoo.cli import main
@@ -16,40 +23,6 @@ from detzoo.predict import Predictor
 from detzoo.serve import ServeSettings, create_app
 from detzoo.serve.server import default_model, open_address_warning
 from detzoo.visualize import PALETTE, STYLE_RULES, font_path
-from serve_helpers import (
-    Gate,
-    assert_same_detections,
-    client_for,
-    encoded,
-    reference,
-    trained_images,
-    wait_ready,
-)
-
-
-@pytest.fixture(scope="module")
-def predictor(trained_checkpoint):
-    return Predictor.from_file(trained_checkpoint, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def images(coco128):
-    return trained_images(coco128, 3)
-
-
-@pytest.fixture
-def client(predictor):
-    with client_for(predictor) as client:
-        wait_ready(client)
-        yield client
-
-
-@pytest.fixture
-def gated(trained_checkpoint):
-    """A Predictor whose model calls a test can hold (Gate)."""
-    predictor = Predictor.from_file(trained_checkpoint, device="cpu")
-    return predictor, Gate(predictor)
-
 
 # --------------------------------------------------------------------------- POST /v1/detect
 

@@ -12,37 +12,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from PIL import Image
+from serve_helpers import client_for, encoded, png_bomb, wait_ready
 from starlette.testclient import TestClient
 
 from detzoo.predict import Predictor
 from detzoo.serve import ServeSettings, create_app
 from detzoo.serve.middleware import BodyLimit
-from serve_helpers import Gate, client_for, encoded, png_bomb, trained_images, wait_ready
-
-
-@pytest.fixture(scope="module")
-def predictor(trained_checkpoint):
-    return Predictor.from_file(trained_checkpoint, device="cpu")
-
-
-@pytest.fixture(scope="module")
-def images(coco128):
-    return trained_images(coco128, 3)
-
-
-@pytest.fixture
-def client(predictor):
-    with client_for(predictor) as client:
-        wait_ready(client)
-        yield client
-
-
-@pytest.fixture
-def gated(trained_checkpoint):
-    """A Predictor whose model calls a test can hold (Gate)."""
-    predictor = Predictor.from_file(trained_checkpoint, device="cpu")
-    return predictor, Gate(predictor)
-
 
 # --------------------------------------------------------------------------- bad input and abuse
 

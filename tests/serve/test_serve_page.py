@@ -22,9 +22,9 @@ from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
+from serve_helpers import ServerProcess, trained_images
 
 from detzoo.visualize import PALETTE
-from serve_helpers import ServerProcess, trained_images
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")

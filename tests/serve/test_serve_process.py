@@ -15,10 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx2
 import pytest
+from serve_helpers import ServerProcess, assert_same_detections, reference, trained_images
 
 from detzoo.models.selection import SelectOptions
 from detzoo.predict import Predictor
-from serve_helpers import ServerProcess, assert_same_detections, reference, trained_images
 
 CLIENTS = 16
 REQUESTS_PER_CLIENT = 3
