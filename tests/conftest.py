@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
+from fast_training import TRAIN_IMAGES
+
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("DETZOO_DATA", ROOT.parent / "shared" / "data"))
 
@@ -45,9 +47,6 @@ def shapes(tmp_path_factory) -> tuple[Path, Path]:
     from detzoo.data.synthetic import make_shapes_dataset
 
     return make_shapes_dataset(tmp_path_factory.mktemp("shapes"), train=24, val=8, size=128)
-
-
-TRAIN_IMAGES = 8  # trained_checkpoint overfits these, so its mAP and scores on them are far from zero
 
 
 @pytest.fixture(scope="session")

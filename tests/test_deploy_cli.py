@@ -8,12 +8,12 @@ import onnx
 import pytest
 from pycocotools.coco import COCO
 
-from conftest import TRAIN_IMAGES
 from detzoo.cli import main
 from detzoo.common.config import DatasetSpec
 from detzoo.data.formats import read_dataset
 from detzoo.evaluation.coco import run_cocoeval
 from detzoo.predict.onnx_backend import read_metadata
+from fast_training import TRAIN_IMAGES
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,6 @@ import onnx
 import pytest
 import torch
 
-from conftest import TRAIN_IMAGES
 from detzoo.cli import main
 from detzoo.common import precision as precision_module
 from detzoo.common.errors import ConfigError
@@ -22,6 +21,7 @@ from detzoo.models import create_model
 from detzoo.models.weights import load_model
 from detzoo.predict import Predictor
 from detzoo.predict.onnx_backend import read_metadata
+from fast_training import TRAIN_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
 BF16_UNIT_ROUNDOFF = 2.0 ** -8  # 8 significant bits (7 stored + the implicit one): relative rounding <= 2^-8

@@ -21,7 +21,7 @@ from detzoo.data.formats import read_dataset
 from detzoo.data.loader import decode_rgb
 from detzoo.models.selection import SelectOptions
 from detzoo.serve import ServeSettings, create_app
-from fast_training import start_cli, wait_for
+from fast_training import TRAIN_IMAGES, start_cli, wait_for
 
 # Box coordinates are rounded to 0.01 px in the answer (Detections.to_dict), scores to 1e-5. The service may
 # run an image in a batch with others where the reference ran it alone; float32 convolutions of another
@@ -31,7 +31,7 @@ BOX_TOLERANCE = 0.01 + 1e-3
 SCORE_TOLERANCE = 1e-5 + 1e-6
 
 
-def trained_images(coco128: Path, count: int = 8) -> list[Path]:
+def trained_images(coco128: Path, count: int = TRAIN_IMAGES) -> list[Path]:
     """The coco128 images trained_checkpoint overfits (it detects things on them with high scores)."""
     return [Path(record.path) for record in read_dataset(DatasetSpec(str(coco128))).records[:count]]
 
