@@ -9,8 +9,9 @@ models (Faster R-CNN) get batches of same-sized images, as aspect-ratio grouping
 takes one image, so their ONNX batch-8 figure is 8 calls.
 
 The roofline: the machine's peak is measured in the same run (``common.peak_rates``: the best rate of a 2048^3
-matrix product in fp32, bf16 and int8), each model's operations are counted (``common.count_flops``: the
-convolutions and matrix products of one image, 2 per multiply-add), and each path's achieved rate at its better
+matrix product in fp32, bf16 and int8), each model's operations are counted (``detzoo.models.summary.flops_of_call``, as
+``detzoo models`` counts them: the convolutions, deformable ones included, and matrix products of one image, 2
+per multiply-add), and each path's achieved rate at its better
 batch size is given as a fraction of the peak of its precision.
 
     python benchmarks/bench_deploy.py [--models ssd300_mobilenetv2 ...] [--repeats 5] [--clock wall|cpu]
@@ -28,7 +29,7 @@ from pathlib import Path
 
 import onnxruntime
 import torch
-from common import count_flops, machine, peak_rates, print_table, time_call
+from common import machine, peak_rates, print_table, time_call
 
 from detzoo.common.config import DatasetSpec
 from detzoo.common.precision import bf16_supported
@@ -39,6 +40,7 @@ from detzoo.engine.inference import inference_backend
 from detzoo.export.onnx_export import export_onnx
 from detzoo.export.quantize import quantize_model
 from detzoo.models import create_model, list_models
+from detzoo.models.summary import flops_of_call
 from detzoo.predict.onnx_backend import OnnxBackend
 
 NUM_CLASSES = 80
@@ -83,7 +85,7 @@ def bench_model(name: str, folder: Path, peaks: dict) -> tuple[list, list]:
     quantize_model(fp32_file, int8_file, read_dataset(DatasetSpec(str(ARGS.data))), ARGS.calibration_images)
     data = timing_data(model.preprocess)
     one, eight = (next(iter(inference_loader(data, model.preprocess, batch_size=n))) for n in (1, 8))
-    flops = count_flops(lambda: model.detect(normalize(one.images, model.preprocess), one.image_sizes))
+    flops = flops_of_call(lambda: model.detect(normalize(one.images, model.preprocess), one.image_sizes))
     times = {}
     for path, backend in backends(model, fp32_file, int8_file).items():
         times[path] = None if backend is None else (per_image_ms(backend, one), per_image_ms(backend, eight))

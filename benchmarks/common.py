@@ -49,24 +49,6 @@ def machine() -> str:
             f"{torch.get_num_threads()} threads, torch {torch.__version__}")
 
 
-def count_flops(fn: Callable[[], object]) -> float:
-    """Floating-point operations of one call (2 per multiply-add) of the convolutions and matrix products,
-    counted by torch's ``FlopCounterMode``; torchvision's deformable convolution counted like a convolution
-    (its bilinear sampling left out)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    def deform_conv2d(input_shape, weight_shape, *args, out_shape=None, **kwargs) -> int:
-        _, in_per_group, kernel_h, kernel_w = weight_shape
-        return 2 * math.prod(out_shape) * in_per_group * kernel_h * kernel_w
-
-    mapping = {}
-    if hasattr(torch.ops, "torchvision") and hasattr(torch.ops.torchvision, "deform_conv2d"):
-        mapping[torch.ops.torchvision.deform_conv2d.default] = deform_conv2d
-    with torch.inference_mode(), FlopCounterMode(display=False, custom_mapping=mapping) as counter:
-        fn()
-    return float(counter.get_total_flops())
-
-
 def best_rate(fn: Callable[[], object], operations: float, repeats: int = 5,
               clock: Callable[[], float] = time.perf_counter) -> float:
     """Operations per second of the fastest of ``repeats`` calls (after one warm-up)."""

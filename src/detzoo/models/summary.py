@@ -9,6 +9,7 @@ on ``Detector.flop_forward`` for one image at the model's input size; see ``FLOP
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
@@ -45,15 +46,20 @@ def _deform_conv2d_flops(input_shape, weight_shape, *args, out_shape=None, **kwa
     return conv_flop_count(list(input_shape), list(weight_shape), list(out_shape))
 
 
+def flops_of_call(fn: Callable[[], object]) -> int:
+    """FLOPs of the convolutions and matrix products one call of ``fn`` runs (see ``FLOPS_NOTE``)."""
+    counter = FlopCounterMode(display=False,
+                              custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops})
+    with counter, torch.no_grad():
+        fn()
+    return counter.get_total_flops()
+
+
 def count_flops(model: Detector, image_size: tuple[int, int]) -> int:
     """FLOPs of ``model.flop_forward`` on one image of ``image_size`` (height, width), on the model's device."""
     device = next(model.parameters()).device
     images = torch.zeros(1, 3, *image_size, device=device)
-    counter = FlopCounterMode(display=False,
-                              custom_mapping={torch.ops.torchvision.deform_conv2d: _deform_conv2d_flops})
-    with counter, torch.no_grad():
-        model.flop_forward(images)
-    return counter.get_total_flops()
+    return flops_of_call(lambda: model.flop_forward(images))
 
 
 def summarize(name: str) -> ModelSummary:
