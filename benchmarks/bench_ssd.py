@@ -24,6 +24,7 @@ from common import machine, print_table, time_pair
 from pre_nms_candidates import OLD_GLOBAL_TOP_K, GlobalTopK
 from torchvision.models.detection import ssd300_vgg16, ssdlite320_mobilenet_v3_large
 
+from detzoo.common.memory import retain_freed_memory
 from detzoo.data.transforms import normalize
 from detzoo.models import create_model, list_models
 
@@ -160,6 +161,7 @@ def around_network_times(model, tv_model, tv_size: int) -> tuple[float, ...]:
 
 def main() -> None:
     torch.manual_seed(0)
+    retain_freed_memory()  # as every detzoo entry point does (no batch cliff); torchvision's models run with it too
     print(f"machine: {machine()}, torchvision {torchvision.__version__}")
     rows, around_rows, layout_rows = [], [], []
     tv_cache: dict[str, object] = {}

@@ -99,9 +99,11 @@ def inference_backend(model: torch.nn.Module, device: torch.device | str = "cpu"
 def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """A model whose ``detect`` runs in ``precision`` from now on, as ``TorchBackend`` runs it (for torch.hub
     models, which are used without a backend): bf16 moves the weights and each call's images to NHWC and runs
-    under bfloat16 autocast on the images' device. Refused in one line where the device has no bfloat16."""
+    under bfloat16 autocast on the images' device. Refused in one line where the device has no bfloat16. Like
+    ``TorchBackend``, it keeps freed memory in the process (no batch cliff, ``common.memory``)."""
     device = next(model.parameters()).device
     check_torch_precision(precision, device)
+    retain_freed_memory()
     if precision == "fp32":
         return model
     model.to(memory_format=torch.channels_last)
