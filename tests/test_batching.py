@@ -28,6 +28,7 @@ class Recorder(nn.Module):
         self.preprocess = preprocess
         self.weight = nn.Parameter(torch.zeros(()))
         self.seen: list[tuple[torch.Tensor, list]] = []
+        self.selection = None  # the Detector contract's settings holder; only read when a call overrides them
 
     def detect(self, images: torch.Tensor, image_sizes: list) -> list[dict]:
         self.seen.append((images.clone(), list(image_sizes)))
@@ -72,7 +73,7 @@ def test_training_evaluation_and_prediction_feed_zero_padding(coco128, tmp_path)
     evaluated = Recorder(KEEP_ASPECT)
     TorchBackend(evaluated)(batch)  # evaluation and the Predictor run through this backend
     predictor = Recorder(KEEP_ASPECT)
-    Predictor(TorchBackend(predictor), data.class_names).predict_tensor(batch.images[0])
+    Predictor(TorchBackend(predictor), data.class_names).predict_images([batch.images[0]])
     trained = Recorder(KEEP_ASPECT)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
