@@ -129,8 +129,8 @@ def main() -> None:
             row, peak_row = bench_model(name, Path(tmp), peaks)
             speed.append(row)
             roofline.append(peak_row)
-    print_table("Deployment speed, ms per image at batch 1 / batch 8 (CPU; real images; no batch cliff: batch 8 "
-                "<= batch 1)", ["model", "input", "GFLOP/img", *PATHS, "bf16 speed-up b1 / b8",
+    print_table("Deployment speed, ms per image at batch 1 / batch 8 (CPU; real images; worst b8/b1 above 1: "
+                "batch 8 is slower per image)", ["model", "input", "GFLOP/img", *PATHS, "bf16 speed-up b1 / b8",
                                 "int8 vs ORT fp32 b1 / b8", "worst b8/b1"], speed)
     print_table("Roofline: achieved GFLOP/s (GOP/s for int8) at the better batch, and the fraction of the peak of "
                 "its precision", ["model", *PATHS, "fastest path"], roofline)
