@@ -6,6 +6,7 @@ each call paid ~14 000 minor page faults per image. A backend keeps freed memory
 
 import os
 import resource
+import statistics
 
 import torch
 
@@ -26,18 +27,23 @@ def minor_faults() -> int:
 def test_a_batch_of_8_reuses_memory_instead_of_page_faulting():
     """ssd300_mobilenetv2 at 300 px, batch 8: its largest activations are 8 x 96 x 150 x 150 floats = 69 MB
     each, about 550 MB per call in all (140 000 pages of 4 KiB), which page-faulted on every call before (about
-    110 000 faults measured). With the memory kept, a repeated call touches no new page; 2 000 faults (8 MB)
-    leave room for Python's and the allocator's own bookkeeping."""
+    141 000 faults on every call, measured). With the memory kept, the heap grows to its high-water mark and
+    then calls touch no new page. Which call reaches the mark depends on how the two threads' frees interleave
+    (the second, third or fourth call, measured on AVX2 and AVX-512 kernels), so the test looks at eight calls
+    after the first: the heap may grow in a few of them, but most - the median - must stay under 2 000 faults
+    (8 MB, room for Python's and the allocator's own bookkeeping)."""
     torch.manual_seed(0)
     backend = TorchBackend(create_model("ssd300_mobilenetv2", num_classes=80))
     assert retain_freed_memory()  # glibc, as on CI; DETZOO_KEEP_FREED_MEMORY=0 turns it off
     images = torch.randint(0, 256, (BATCH, 3, SIDE, SIDE), dtype=torch.uint8)
     batch = Batch(images, [{} for _ in range(BATCH)], [(SIDE, SIDE)] * BATCH)
-    for _ in range(2):  # warm-up: the first calls grow the heap to the peak
+    backend(batch)  # the first call grows the heap most of the way
+    faults = []
+    for _ in range(8):
+        before = minor_faults()
         backend(batch)
-    before = minor_faults()
-    backend(batch)
-    assert minor_faults() - before < 2000
+        faults.append(minor_faults() - before)
+    assert statistics.median(faults) < 2000, f"minor page faults per call: {faults}"
 
 
 def test_default_workers_follow_the_cpus_this_process_has(monkeypatch):
