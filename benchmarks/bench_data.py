@@ -112,6 +112,17 @@ def bench(label: str, preprocess: Preprocess, augment: AugmentConfig, batch_size
              f"{decoding / ours:.0%}", f"{before / ours:.2f}", goal]]
 
 
+def read_image_seconds(data, passes: int) -> float:
+    """CPU seconds of one pass of ``read_image`` (the JPEG to a uint8 CHW tensor) over the dataset, averaged over
+    ``passes`` after a warm-up pass (the first pass also reads the files from disk and loads the codecs)."""
+    def decode_all():
+        for record in data.records:
+            read_image(record)
+
+    decode_all()
+    return cpu_seconds(lambda: [decode_all() for _ in range(passes)]) / passes
+
+
 def decode_at_scales(data) -> list[list]:
     """What Pillow's ``draft`` saves: CPU ms per image to decode the JPEGs at 1, 1/2, 1/4 and 1/8 of their size
     (libjpeg's entropy decoding is the same at every scale; the inverse DCT and colour conversion shrink)."""
@@ -135,9 +146,7 @@ def main() -> None:
     print(f"machine: {machine()}, Pillow {PIL.__version__}, OpenCV {cv2.__version__}; CPU time of one process "
           f"(a DataLoader worker), {ARGS.epochs} passes over {ARGS.data}")
     data = read_dataset(DatasetSpec(str(ARGS.data)))
-    decode_all = lambda: [read_image(r) for r in data.records]  # noqa: E731
-    decode_all()  # warm: the first pass also reads the files from disk and loads the codecs
-    decode = cpu_seconds(lambda: [decode_all() for _ in range(ARGS.epochs)]) / ARGS.epochs
+    decode = read_image_seconds(data, ARGS.epochs)
     rows = [["decode only", "read_image: uint8 CHW tensor", f"{1000 * decode / len(data):.2f}",
              f"{len(data) / decode:.0f}", "100%", "-", "-"]]
     ssd = load_config("ssd300_mobilenetv2").data.augment
