@@ -1,7 +1,8 @@
-"""The connection cap's arithmetic and eviction order (``serve.connections``), the send deadline of
-``serve.protocol`` against a small app served by uvicorn in this process (real sockets on 127.0.0.1: a client
-that stops reading a large answer is cut off, one that reads slowly gets all of it), and a client gone in the
-middle of its body counted as 499, not a 500. The real server process: test_serve_hostile.py."""
+"""The connection cap's arithmetic and eviction order (``serve.connections``), the deadlines of
+``serve.protocol`` against a small app served by uvicorn in this process (real sockets on 127.0.0.1: the body
+deadline replaces a longer header deadline, a client that stops reading a large answer is cut off, one that
+reads slowly gets all of it), and a client gone in the middle of its body counted as 499, not a 500. The real
+server process: test_serve_hostile.py."""
 
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from detzoo.serve.connections import (
     ConnectionLimits,
     connection_limits,
 )
+from detzoo.serve.errors import RequestError
 from detzoo.serve.metrics import Metrics
 from detzoo.serve.protocol import GuardedH11Protocol
 from detzoo.serve.settings import ServeSettings
@@ -78,13 +80,29 @@ def test_a_full_server_evicts_the_stalest_silent_client_and_never_a_busy_one():
     assert metrics.connections_refused.labels("closed")._value.get() == 1
 
 
-# --------------------------------------------------------------------------- the send deadline
+# --------------------------------------------------------------------------- deadlines, in this process
 
 ANSWER_BYTES = 64 * 2**20
 
 
-async def large_answer(scope, receive, send):
-    """An answer far larger than the socket buffers (1 MB chunks)."""
+async def small_app(scope, receive, send):
+    """GET: an answer far larger than the socket buffers (1 MB chunks). POST: reads the body, then says how
+    long it was, or the status of the RequestError its receive() raised (as the service's handlers do)."""
+    if scope["method"] == "POST":
+        length, status = 0, 200
+        try:
+            while True:
+                message = await receive()
+                length += len(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+        except RequestError as error:
+            status = error.status
+        body = str(length).encode()
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(b"connection", b"close"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+        return
     await send({"type": "http.response.start", "status": 200,
                 "headers": [(b"content-length", str(ANSWER_BYTES).encode())]})
     chunk = b"x" * 2**20
@@ -94,11 +112,12 @@ async def large_answer(scope, receive, send):
 
 @pytest.fixture
 def small_server():
-    """``large_answer`` behind the guarded protocol (a 1-s body deadline), in a thread of this process."""
-    settings = ServeSettings(body_timeout_s=1.0, max_connections=8)
+    """``small_app`` behind the guarded protocol, in a thread of this process: headers within 60 s, bodies and
+    answers with pauses of at most 1 s."""
+    settings = ServeSettings(header_timeout_s=60.0, body_timeout_s=1.0, max_connections=8)
     metrics = Metrics()
     guard = ConnectionGuard(connection_limits(settings.max_connections), metrics)
-    config = uvicorn.Config(large_answer, lifespan="off", log_level="warning", ws="none", loop="asyncio",
+    config = uvicorn.Config(small_app, lifespan="off", log_level="warning", ws="none", loop="asyncio",
                             http=functools.partial(GuardedH11Protocol, guard=guard, settings=settings))
     listener = socket.socket()
     listener.bind(("127.0.0.1", 0))
@@ -113,6 +132,22 @@ def small_server():
     server.should_exit = True
     thread.join(timeout=60)
     listener.close()
+
+
+def test_the_body_deadline_applies_from_the_end_of_the_headers(small_server):
+    """The connection's timer was set for the 60-s header deadline; the 1-s body deadline must move it
+    earlier. 10 s: far above 1 s plus a loaded machine's delays, far below 60 s."""
+    port, _, metrics = small_server
+    with socket.create_connection(("127.0.0.1", port), timeout=120) as connection:
+        connection.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 100000\r\n\r\n" + b"x" * 1000)
+        sent = time.monotonic()
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+        waited = time.monotonic() - sent
+    assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b"\r\n\r\n1000"), answer
+    assert waited < 10.0, waited
+    assert metrics.request_timeouts.labels("body")._value.get() == 1
 
 
 def _request(port: int, receive_buffer: int | None = None) -> socket.socket:

@@ -129,10 +129,12 @@ class GuardedH11Protocol(H11Protocol):
         super().data_received(data)
         if self.conn.their_state is not h11.IDLE:
             self.head_since = None
+        self.rearm()  # the headers may be complete: the body's deadline can be earlier than the headers'
 
     def pause_writing(self) -> None:
         self.write_stalled_since = self.loop.time()
         super().pause_writing()
+        self.rearm()
 
     def resume_writing(self) -> None:
         self.write_stalled_since = None
@@ -210,6 +212,16 @@ class GuardedH11Protocol(H11Protocol):
 
     def arm(self, delay: float) -> None:
         self.timer = self.loop.call_later(max(delay, 0.0), self.check_deadline)
+
+    def rearm(self) -> None:
+        """Make the timer fire no later than the current deadline (progress only moves a deadline later, and
+        ``check_deadline`` then waits for the rest; a new phase can move it earlier)."""
+        _, deadline = self.deadline()
+        if self.closing or deadline is None or (self.timer is not None and self.timer.when() <= deadline):
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.loop.call_at(deadline, self.check_deadline)
 
     def check_deadline(self) -> None:
         self.timer = None
