@@ -19,11 +19,11 @@ from serve_helpers import client_for
 from detzoo.common.errors import ConfigError
 from detzoo.serve.connections import (
     EVICT_SILENCE_S,
-    FDS_PER_CONNECTION,
     RESERVED_FDS,
     ConnectionGuard,
     ConnectionLimits,
     connection_limits,
+    files_needed,
 )
 from detzoo.serve.errors import RequestError
 from detzoo.serve.metrics import Metrics
@@ -34,9 +34,11 @@ from detzoo.serve.settings import ServeSettings
 def test_the_default_cap_keeps_every_connection_within_the_open_file_limit():
     limits = connection_limits(None, file_limit=1024, files_open=9)
     assert limits.backlog == 1024 // 16
-    used = 9 + RESERVED_FDS + limits.backlog + FDS_PER_CONNECTION * (limits.max_connections + limits.overflow)
-    assert used <= 1024 < used + FDS_PER_CONNECTION  # the most connections that fit, and no more
-    assert (limits.max_connections, limits.overflow) == (411, 32)
+    used = files_needed(limits.max_connections, limits.overflow, limits.backlog, files_open=9)
+    assert used == 9 + RESERVED_FDS + limits.backlog + limits.sockets + limits.max_connections
+    # the most connections that fit, and no more
+    assert used <= 1024 < files_needed(limits.max_connections + 1, limits.overflow, limits.backlog, files_open=9)
+    assert (limits.max_connections, limits.overflow, limits.sockets) == (395, 32, 395 + 32 + 64)
     assert connection_limits(None, file_limit=65536, files_open=9).backlog == 2048  # uvicorn's default
     assert connection_limits(4, file_limit=1024, files_open=9).overflow == 4
     for too_many, file_limit in ((1000, 1024), (None, 64)):
@@ -59,24 +61,25 @@ class FakeConnection:
 
 def test_a_full_server_evicts_the_stalest_silent_client_and_never_a_busy_one():
     metrics = Metrics()
-    guard = ConnectionGuard(ConnectionLimits(max_connections=3, overflow=2, backlog=16, open_file_limit=1024),
-                            metrics)
+    limits = ConnectionLimits(max_connections=3, overflow=1, backlog=1, open_file_limit=1024)
+    guard = ConnectionGuard(limits, metrics)
     busy = FakeConnection(guard, 0.0, waiting=False)  # its request is with the app
     stale = FakeConnection(guard, 1.0, waiting=True)
     recent = FakeConnection(guard, 9.5, waiting=True)
     assert [guard.admit(c, now) for c, now in ((busy, 0.0), (stale, 1.0), (recent, 9.5))] == ["served"] * 3
     assert guard.admit(FakeConnection(guard, 10.0, waiting=True), 10.0) == "served"
     assert (busy.stopped, stale.stopped, recent.stopped) == (None, "evicted", None)
-    # now recent has been silent for less than EVICT_SILENCE_S, and busy is busy: the next go to the overflow
-    assert 10.2 - recent.last_progress < EVICT_SILENCE_S
+    # now recent has been silent for less than EVICT_SILENCE_S, and busy is busy: the next goes to the overflow
+    assert 10.1 - recent.last_progress < EVICT_SILENCE_S
     assert guard.admit(FakeConnection(guard, 10.1, waiting=True), 10.1) == "overflow"
-    assert guard.total == 5  # the evicted one counts until its socket is closed: no room for another
-    refused = FakeConnection(guard, 10.2, waiting=True)
-    assert guard.admit(refused, 10.2) is None
+    # limits.sockets open, the evicted one included until it is closed: one more is refused
+    refused = FakeConnection(guard, 10.1, waiting=True)
+    assert guard.total == limits.sockets and guard.admit(refused, 10.1) is None
     for gone in (refused, stale):  # their sockets closed (the protocol's connection_lost)
         guard.closed(gone)
-    assert guard.admit(FakeConnection(guard, 10.2, waiting=True), 10.2) == "overflow"
-    assert metrics.connections_evicted._value.get() == 1
+    assert guard.admit(FakeConnection(guard, 10.6, waiting=True), 10.6) == "served"  # recent is 1.1 s silent
+    assert (busy.stopped, recent.stopped) == (None, "evicted")
+    assert metrics.connections_evicted._value.get() == 2
     assert metrics.connections_refused.labels("closed")._value.get() == 1
 
 
@@ -145,7 +148,8 @@ def test_the_body_deadline_applies_from_the_end_of_the_headers(small_server):
         while chunk := connection.recv(65536):
             answer += chunk
         waited = time.monotonic() - sent
-    assert answer.startswith(b"HTTP/1.1 408 ") and answer.endswith(b"\r\n\r\n1000"), answer
+    assert answer.startswith(b"HTTP/1.1 408 "), answer
+    assert answer.endswith(b'\r\n\r\n{"error": "no part of the request body arrived for 1 s"}'), answer
     assert waited < 10.0, waited
     assert metrics.request_timeouts.labels("body")._value.get() == 1
 

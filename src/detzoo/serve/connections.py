@@ -7,8 +7,8 @@ it should protect against, answers ``/healthz`` 503 too, and never stops accepti
 still reach the open-file limit, after which asyncio stops accepting for a second at a time and the service is
 unreachable (issue 19). Here:
 
-- every accepted connection counts until its socket is really closed; past ``max_connections + overflow`` a new
-  one is closed at once (a clean refusal), so the open-file limit is never reached;
+- every accepted connection counts until its socket is really closed; past ``ConnectionLimits.sockets`` a new
+  one is answered 503 before its request is read and closed at once, so the open-file limit is never reached;
 - at ``max_connections``, the connection whose client has been silent longest (at least ``EVICT_SILENCE_S``:
   a stalled upload, a slow header, an idle keep-alive, a client not reading its answer) is closed - 408 where
   HTTP allows - to make room, so stalled connections cannot lock honest clients out;
@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from .metrics import Metrics
     from .protocol import GuardedH11Protocol
 
-FDS_PER_CONNECTION = 2  # its socket, and the one file a response may stream (the page's font)
+FILES_PER_CONNECTION = 1  # besides its socket: the one file a served response may stream (the page's font)
 RESERVED_FDS = 64  # besides those open at start: listening socket, event loop, files libraries open later
 OVERFLOW_SLOTS = 32  # connections past the cap that only get 503 (or a health probe's answer)
 EVICT_SILENCE_S = 1.0  # a client silent this long when the server is full is closed to make room
@@ -56,37 +56,49 @@ def open_files() -> int:
 class ConnectionLimits:
     max_connections: int  # connections served at once
     overflow: int  # more connections, answered 503 (the health probes as usual)
-    backlog: int  # the listen backlog, also the most sockets asyncio accepts in one go before any is closed
+    backlog: int  # the listen backlog: the most sockets asyncio accepts in one go, before the protocol sees one
     open_file_limit: int
+
+    @property
+    def sockets(self) -> int:
+        """Sockets open at most: served, overflow, and one accept burst's worth being closed (each connection
+        of a burst may evict one before the first evicted socket is closed, one loop iteration later)."""
+        return self.max_connections + self.overflow + self.backlog
+
+
+def files_needed(max_connections: int, overflow: int, backlog: int, files_open: int) -> int:
+    """Open files at most: those open at start, the reserve, a burst of accepted sockets not yet seen, the
+    sockets (``ConnectionLimits.sockets``) and a file per served connection."""
+    return files_open + RESERVED_FDS + backlog + (max_connections + overflow + backlog) + \
+        FILES_PER_CONNECTION * max_connections
 
 
 def connection_limits(max_connections: int | None = None, file_limit: int | None = None,
                       files_open: int | None = None) -> ConnectionLimits:
-    """The cap and its companions for this process. Every connection may hold ``FDS_PER_CONNECTION`` files, and
-    asyncio may accept ``backlog`` sockets before the protocol sees one, so ``files_open + RESERVED_FDS + backlog
-    + 2 x (max_connections + overflow)`` stays within the open-file limit. ``max_connections=None`` takes the
-    most that fits; a larger explicit value is refused in one line."""
+    """The cap and its companions for this process, within its open-file limit (``files_needed``).
+    ``max_connections=None`` takes the most that fits; a larger explicit value is refused in one line."""
     file_limit = open_file_limit() if file_limit is None else file_limit
     files_open = open_files() if files_open is None else files_open
     backlog = min(LARGEST_BACKLOG, max(16, file_limit // 16))
-    fit = (file_limit - files_open - RESERVED_FDS - backlog) // FDS_PER_CONNECTION
     if max_connections is None:
-        overflow = min(OVERFLOW_SLOTS, max(1, fit // 8))
-        max_connections = fit - overflow
+        spare = file_limit - files_needed(0, 0, backlog, files_open)
+        overflow = min(OVERFLOW_SLOTS, max(1, spare // 16))
+        max_connections = (spare - overflow) // (1 + FILES_PER_CONNECTION)
     else:
         overflow = min(OVERFLOW_SLOTS, max(4, max_connections // 8))
-    needed = files_open + RESERVED_FDS + backlog + FDS_PER_CONNECTION * (max_connections + overflow)
+    needed = files_needed(max_connections, overflow, backlog, files_open)
     if max_connections < 1 or needed > file_limit:
-        raise ConfigError(f"{max(max_connections, 1)} connections need an open-file limit of at least {needed} "
-                          f"(this process has {file_limit}; {files_open} files open): raise it (ulimit -n) or "
-                          "lower --max-connections")
+        raise ConfigError(f"{max(max_connections, 1)} connections need an open-file limit of at least "
+                          f"{files_needed(max(max_connections, 1), overflow, backlog, files_open)} (this process "
+                          f"has {file_limit}; {files_open} files open): raise it (ulimit -n) or lower "
+                          "--max-connections")
     return ConnectionLimits(max_connections, overflow, backlog, file_limit)
 
 
 class ConnectionGuard:
     """Who is connected, in two pools ordered by the time of their client's last progress (oldest first):
     ``served`` (at most ``max_connections``) and ``overflow``. ``total`` counts every socket from accept to
-    close, including connections being closed, so it bounds the files in use."""
+    close, including connections being closed (in no pool), so it bounds the sockets open."""
 
     def __init__(self, limits: ConnectionLimits, metrics: Metrics | None = None):
         self.limits = limits
@@ -100,7 +112,7 @@ class ConnectionGuard:
         self.total += 1
         self._gauge()
         limits = self.limits
-        if self.total > limits.max_connections + limits.overflow:
+        if self.total > limits.sockets:
             self.count_refused("closed")
             return None
         for name, pool, size in (("served", self.served, limits.max_connections),

@@ -4,7 +4,7 @@ service takes: a multipart form (files + option fields), a raw ``image/*`` body,
 No URL input and no pickled input: only image bytes are accepted. The body's size is limited by
 ``middleware.BodyLimit`` while it arrives. Every form is held in memory, multipart uploads too (Starlette
 would put a file over 1 MB on disk: one more open file per upload, which the connection cap's open-file
-budget, ``connections.FDS_PER_CONNECTION``, does not allow)."""
+budget, ``connections.FILES_PER_CONNECTION``, does not allow)."""
 
 from __future__ import annotations
 

@@ -9,9 +9,9 @@ thousands of header fields, and Content-Length together with chunked). Parsing, 
 - **Deadlines that count progress.** The request line and headers must arrive within ``header_timeout_s`` of
   the request's first byte (of the accept, for a connection's first request). A body may pause at most
   ``body_timeout_s`` between two arrivals, so a slow but moving upload is never cut; so may a client reading
-  its answer. A late body gets 408 from the app (a one-line JSON error, counted by route: its next
-  ``receive()`` raises ``RequestTimeout``); late headers get the same 408 from here; then the connection is
-  closed. A client that stops reading its answer is cut off (no answer is possible).
+  its answer. A late request gets 408 (the service's one-line JSON error) and is closed at once, freeing its
+  socket; for a late body, the app's next ``receive()`` raises ``RequestTimeout`` too, so /metrics counts the
+  408 by route. A client that stops reading its answer is cut off (no answer is possible).
 - **Stricter parsing** (``StrictConnection``): more than ``max_headers`` fields or ``max_header_bytes`` of head
   is 431 (414 for the request target alone); Content-Length with Transfer-Encoding is 400 (a request-smuggling
   shape, RFC 9112 section 6.3); h11's own refusals (negative or non-numeric Content-Length, bad chunking, an
@@ -170,7 +170,7 @@ class GuardedH11Protocol(H11Protocol):
     async def app_with_deadline(self, scope, receive, send) -> None:
         async def receive_in_time():
             message = await receive()
-            if self.timeout_message is not None and message["type"] == "http.request" and message["more_body"]:
+            if self.timeout_message is not None:  # it says http.disconnect: the protocol answered 408 and closed
                 raise RequestTimeout(self.timeout_message)
             return message
 
@@ -243,13 +243,14 @@ class GuardedH11Protocol(H11Protocol):
         why = (f"the server is at its connection limit and this client was silent for {silent:.1f} s"
                if reason == "evicted" else None)
         if phase == "headers" and self.conn.trailing_data[0]:
-            self.refuse(408, why or f"the request's headers did not arrive within {self.settings.header_timeout_s:g} s")
+            self.refuse(408, why or f"the request's headers did not arrive within {self.settings.header_timeout_s:g} s",
+                        linger=False)
         elif phase == "body" and self.cycle is not None and not self.cycle.response_started:
-            self.timeout_message = why or (f"no part of the request body arrived for "
-                                           f"{self.settings.body_timeout_s:g} s")
-            self.cycle.keep_alive = False
-            self.begin_closing()
-            self.cycle.message_event.set()  # the app's receive() returns, and raises RequestTimeout
+            # Answered here and closed at once, so that the socket is free now, not once the app has run; the
+            # app's receive() raises RequestTimeout all the same, so /metrics counts the route's 408 (the app's
+            # own answer is dropped: the connection is gone).
+            self.timeout_message = why or f"no part of the request body arrived for {self.settings.body_timeout_s:g} s"
+            self.refuse(408, self.timeout_message, linger=False)
         elif phase == "send":
             self.begin_closing()
             self.transport.abort()  # the answer cannot be delivered: do not wait for the buffer to drain
