@@ -161,8 +161,8 @@ def server_counts(url: str) -> str:
         return "-"
     values = {line.split(" ")[0]: float(line.split(" ")[1]) for line in text.splitlines()
               if line.startswith("detzoo_") and " " in line}
-    names = ["detzoo_connections_evicted_total", 'detzoo_connections_refused_total{how="503"}',
-             'detzoo_connections_refused_total{how="closed"}', 'detzoo_request_timeouts_total{phase="headers"}',
+    names = ["detzoo_connections_evicted_total", 'detzoo_connections_refused_total{how="overflow"}',
+             'detzoo_connections_refused_total{how="accept"}', 'detzoo_request_timeouts_total{phase="headers"}',
              'detzoo_request_timeouts_total{phase="body"}']
     return " / ".join(f"{values.get(name, 0):.0f}" for name in names)
 

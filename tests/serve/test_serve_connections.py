@@ -80,7 +80,7 @@ def test_a_full_server_evicts_the_stalest_silent_client_and_never_a_busy_one():
     assert guard.admit(FakeConnection(guard, 10.6, waiting=True), 10.6) == "served"  # recent is 1.1 s silent
     assert (busy.stopped, recent.stopped) == (None, "evicted")
     assert metrics.connections_evicted._value.get() == 2
-    assert metrics.connections_refused.labels("closed")._value.get() == 1
+    assert metrics.connections_refused.labels("accept")._value.get() == 1
 
 
 # --------------------------------------------------------------------------- deadlines, in this process

@@ -214,8 +214,8 @@ def test_more_stalled_uploads_than_the_cap_leave_a_normal_request_answered_withi
         assert b"server busy: all 4 connections in use" in refused[0]
         assert len(evicted) >= 1 and b"at its connection limit" in evicted[0]
         assert metric(server, "detzoo_connections_evicted_total") == len(evicted)
-        assert (metric(server, 'detzoo_connections_refused_total{how="503"}')
-                + metric(server, 'detzoo_connections_refused_total{how="closed"}')) == 8
+        assert (metric(server, 'detzoo_connections_refused_total{how="overflow"}')
+                + metric(server, 'detzoo_connections_refused_total{how="accept"}')) == 8
     finally:
         server.stop()
 
@@ -242,7 +242,7 @@ def test_a_server_whose_connections_are_all_busy_answers_503_and_its_probes(trai
                 answer += chunk
             connection.close()
             assert answer.startswith(b"HTTP/1.1 200 "), answer[:300]
-        assert metric(server, 'detzoo_connections_refused_total{how="503"}') == 1
+        assert metric(server, 'detzoo_connections_refused_total{how="overflow"}') == 1
         assert metric(server, "detzoo_connections_evicted_total") == 0
     finally:
         server.stop()

@@ -113,14 +113,14 @@ class ConnectionGuard:
         self._gauge()
         limits = self.limits
         if self.total > limits.sockets:
-            self.count_refused("closed")
+            self.count_refused("accept")
             return None
         for name, pool, size in (("served", self.served, limits.max_connections),
                                  ("overflow", self.overflow, limits.overflow)):
             if len(pool) < size or self._evict(pool, now):
                 pool[connection] = None
                 return name
-        self.count_refused("closed")
+        self.count_refused("accept")
         return None
 
     def _evict(self, pool: OrderedDict, now: float) -> bool:

@@ -47,8 +47,8 @@ class Metrics:
         self.connections_open = Gauge("detzoo_connections_open", "open client connections",
                                       registry=self.registry)
         self.connections_refused = Counter(
-            "detzoo_connections_refused", "connections refused at the connection cap: answered 503, or closed "
-            "at once past the overflow", ["how"], registry=self.registry)
+            "detzoo_connections_refused", "connections refused at the connection cap: 503 after the request "
+            "head (overflow), or 503 before it and closed (accept)", ["how"], registry=self.registry)
         self.connections_evicted = Counter(
             "detzoo_connections_evicted", "connections whose client was silent, closed to make room at the cap",
             registry=self.registry)
@@ -57,7 +57,7 @@ class Metrics:
             "read (closed)", ["phase"], registry=self.registry)
         self.malformed_requests = Counter("detzoo_malformed_requests", "malformed HTTP requests answered by the "
                                           "protocol (400, 414, 431)", ["status"], registry=self.registry)
-        for how in ("503", "closed"):  # shown at 0 before the first one
+        for how in ("overflow", "accept"):  # shown at 0 before the first one
             self.connections_refused.labels(how)
         for phase in ("headers", "body", "send"):
             self.request_timeouts.labels(phase)

@@ -181,7 +181,7 @@ class GuardedH11Protocol(H11Protocol):
         if scope["type"] == "http" and scope["path"] in PROBE_PATHS:
             await self.app_with_deadline(scope, receive, send)
             return
-        self.guard.count_refused("503")
+        self.guard.count_refused("overflow")
         await send_error(send, 503, self.busy_message(), {"Retry-After": "1", "Connection": "close"})
 
     def busy_message(self) -> str:
