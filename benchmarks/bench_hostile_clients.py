@@ -183,9 +183,9 @@ def measure(name: str, command: list[str], deadline: str, image: bytes, log) -> 
         process.wait()
     answered = [latency for latency in normal.results if isinstance(latency, float)]
     failures = Counter(result for result in normal.results if not isinstance(result, float))
-    return [name, ARGS.open_files, cap, ARGS.stalled, result["opening"], counts, result["408"], result["503"], result["closed, no answer"],
-            result["other answer"], result["connect failed"], result["still open"], result["longest wait"],
-            deadline, len(normal.results),
+    return [name, ARGS.open_files, cap, ARGS.stalled, result["opening"], counts, result["408"], result["503"],
+            result["closed, no answer"], result["other answer"], result["connect failed"], result["still open"],
+            result["longest wait"], deadline, len(normal.results),
             ", ".join(f"{count} ({why})" for why, count in sorted(failures.items())) or "0",
             statistics.median(answered) if answered else float("nan"), max(answered, default=float("nan"))]
 
