@@ -34,7 +34,7 @@ from collections import Counter
 from pathlib import Path
 
 import httpx2
-from bench_serve import DATA, DEMO_MODEL, ROOT, free_port, random_checkpoint
+from bench_serve import DATA, DEMO_MODEL, ROOT, free_port, random_checkpoint, wait_until_ready
 from common import machine, print_table
 
 HEAD = (b"POST /v1/detect HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: image/jpeg\r\n"
@@ -60,18 +60,8 @@ def start(command: list[str], log) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen([*command, str(port)], env=env, stdout=log, stderr=log,
                                preexec_fn=limit_open_files)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 600
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise SystemExit(f"the server stopped (code {process.returncode}); see {log.name}")
-        try:
-            if httpx2.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return process, url
-        except httpx2.TransportError:
-            pass
-        time.sleep(0.2)
-    process.kill()
-    raise SystemExit(f"the server was not ready within 10 minutes; see {log.name}")
+    wait_until_ready(process, url, log)
+    return process, url
 
 
 class NormalClient(threading.Thread):
