@@ -324,7 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--keep-alive", type=float, default=defaults.keep_alive_s,
                    help="seconds an idle connection is kept between requests")
     p.add_argument("--max-connections", type=int, default=defaults.max_connections,
-                   help="connections served at once (503 above); default: what the open-file limit allows")
+                   help="connections served at once (above: the client silent longest is closed to make room, "
+                        "else 503); default: what the open-file limit allows")
     p.add_argument("--max-header-kb", type=float, default=defaults.max_header_bytes / 1024,
                    help="largest request line + headers (431 above)")
     p.add_argument("--max-headers", type=int, default=defaults.max_headers, help="header fields per request "
