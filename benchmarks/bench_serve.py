@@ -94,13 +94,20 @@ def start_server(model: Path, max_batch: int, delay_ms: float, log) -> tuple[sub
                                 "--queue-size", str(max(ARGS.clients) * 2), "--device", "cpu"],
                                env=env, stdout=log, stderr=log)
     url = f"http://127.0.0.1:{port}"
+    wait_until_ready(process, url, log)
+    return process, url
+
+
+def wait_until_ready(process: subprocess.Popen, url: str, log) -> None:
+    """Until the server's /readyz says 200; a server that stops or is not ready within 10 minutes ends the
+    benchmark with the name of its log."""
     deadline = time.monotonic() + 600
     while time.monotonic() < deadline:
         if process.poll() is not None:
             raise SystemExit(f"the server stopped (code {process.returncode}); see {log.name}")
         try:
             if httpx2.get(f"{url}/readyz", timeout=5).status_code == 200:
-                return process, url
+                return
         except httpx2.TransportError:
             pass
         time.sleep(0.2)

@@ -173,6 +173,9 @@ def cmd_serve(args) -> int:
                              queue_size=args.queue_size, timeout_s=args.timeout,
                              max_body_bytes=int(args.max_body_mb * 2**20), max_images=args.max_images,
                              max_pixels=args.max_pixels, decode_threads=args.decode_threads,
+                             header_timeout_s=args.header_timeout, body_timeout_s=args.body_timeout,
+                             keep_alive_s=args.keep_alive, max_connections=args.max_connections,
+                             max_header_bytes=int(args.max_header_kb * 1024), max_headers=args.max_headers,
                              api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
                              cors_origins=args.cors_origin or [])
     return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision)
@@ -314,6 +317,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
                    help="pixels per image, read from its header before decoding")
     p.add_argument("--decode-threads", type=int, default=defaults.decode_threads, help="images decoded at once")
+    p.add_argument("--header-timeout", type=float, default=defaults.header_timeout_s,
+                   help="seconds for a request's line and headers to arrive (408 and closed after)")
+    p.add_argument("--body-timeout", type=float, default=defaults.body_timeout_s,
+                   help="longest pause in a request body (408) or in reading the answer (closed), seconds")
+    p.add_argument("--keep-alive", type=float, default=defaults.keep_alive_s,
+                   help="seconds an idle connection is kept between requests")
+    p.add_argument("--max-connections", type=int, default=defaults.max_connections,
+                   help="connections served at once (above: the client silent longest is closed to make room, "
+                        "else 503); default: what the open-file limit allows")
+    p.add_argument("--max-header-kb", type=float, default=defaults.max_header_bytes / 1024,
+                   help="largest request line + headers (431 above)")
+    p.add_argument("--max-headers", type=int, default=defaults.max_headers, help="header fields per request "
+                                                                                "(431 above)")
     p.add_argument("--api-key", help="require this key (Authorization: Bearer KEY or X-API-Key); default "
                                      "$DETZOO_API_KEY, which other users cannot read in the process list")
     p.add_argument("--cors-origin", action="append", help="allow this browser origin (repeatable; CORS is off "

@@ -1,7 +1,8 @@
 """The ASGI application: Starlette routes (``routes.py``) behind middleware, outermost first: metrics (counts
 every answer, refusals included), CORS (only when origins are given), the API key, the body limit. Errors
 become one-line JSON answers: ``{"error": "..."}`` with a 4xx for anything the client did, 500 only for a
-bug (the server logs its traceback and goes on)."""
+bug (the server logs its traceback and goes on). A client gone before its body arrived (or whose connection the
+protocol refused mid-body) is counted as 499, nginx's "client closed request", not as a bug."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 
 from ..common.errors import DetzooError
@@ -24,6 +25,8 @@ from .routes import ROUTES
 from .service import Service
 from .settings import ServeSettings
 
+CLIENT_CLOSED_REQUEST = 499
+
 
 async def _user_error(request: Request, exc: DetzooError) -> JSONResponse:
     return JSONResponse({"error": str(exc)}, status_code=status_for(exc), headers=getattr(exc, "headers", None))
@@ -31,6 +34,12 @@ async def _user_error(request: Request, exc: DetzooError) -> JSONResponse:
 
 async def _http_error(request: Request, exc: HTTPException) -> JSONResponse:
     return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _client_gone(request: Request, exc: ClientDisconnect) -> JSONResponse:
+    """Nobody reads this answer (uvicorn drops it); it only labels the request in /metrics."""
+    return JSONResponse({"error": "the client closed the connection before its request was read"},
+                        status_code=CLIENT_CLOSED_REQUEST)
 
 
 async def _bug(request: Request, exc: Exception) -> JSONResponse:
@@ -56,6 +65,7 @@ def create_app(predictor: Predictor, settings: ServeSettings | None = None, sour
                                      allow_headers=["Authorization", "X-API-Key", "Content-Type"]))
     middleware += [Middleware(ApiKey, key=settings.api_key), Middleware(BodyLimit, max_bytes=settings.max_body_bytes)]
     app = Starlette(routes=ROUTES, middleware=middleware, lifespan=lifespan,
-                    exception_handlers={DetzooError: _user_error, HTTPException: _http_error, Exception: _bug})
+                    exception_handlers={DetzooError: _user_error, HTTPException: _http_error,
+                                        ClientDisconnect: _client_gone, Exception: _bug})
     app.state.service = service
     return app

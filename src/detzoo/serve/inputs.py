@@ -2,16 +2,19 @@
 service takes: a multipart form (files + option fields), a raw ``image/*`` body, or JSON with base64 images
 (``{"image": B64}`` or ``{"images": [B64, ...]}``, options as keys). Options may also be query parameters.
 No URL input and no pickled input: only image bytes are accepted. The body's size is limited by
-``middleware.BodyLimit`` while it arrives."""
+``middleware.BodyLimit`` while it arrives. Every form is held in memory, multipart uploads too (Starlette
+would put a file over 1 MB on disk: one more open file per upload, which the connection cap's open-file
+budget, ``connections.FILES_PER_CONNECTION``, does not allow)."""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+from contextlib import aclosing
 
 from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import Request
 
 from .errors import RequestError
@@ -46,12 +49,15 @@ def check_count(count: int, settings: ServeSettings) -> None:
 
 async def read_multipart(request: Request, settings: ServeSettings) -> tuple[list[Upload], dict]:
     try:
-        form = await request.form(max_files=settings.max_images, max_fields=len(OPTION_NAMES),
-                                  max_part_size=OPTION_FIELD_BYTES)
-    except HTTPException as exc:  # Starlette's MultiPartException, turned into a 400 with its message
-        if str(exc.detail).startswith("Too many files"):
+        async with aclosing(request.stream()) as stream:
+            parser = MultiPartParser(request.headers, stream, max_files=settings.max_images,
+                                     max_fields=len(OPTION_NAMES), max_part_size=OPTION_FIELD_BYTES)
+            parser.spool_max_size = settings.max_body_bytes  # in memory: the body limit bounds it
+            form = await parser.parse()
+    except MultiPartException as exc:
+        if exc.message.startswith("Too many files"):
             raise RequestError(413, f"too many images: at most {settings.max_images} per request") from None
-        raise RequestError(400, f"bad multipart body: {exc.detail}") from None
+        raise RequestError(400, f"bad multipart body: {exc.message}") from None
     uploads, fields = [], {}
     try:
         for name, value in form.multi_items():

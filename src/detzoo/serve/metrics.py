@@ -1,6 +1,8 @@
 """Prometheus metrics (``prometheus_client``, one registry per app so that several apps - tests - do not mix):
 requests by route and status, request latency, queue wait, inference time per model call, batch sizes and the
-queue depth. ``MetricsMiddleware`` sits outside everything else, so refusals made by other middleware (401,
+queue depth; and what the protocol does before a request reaches the app (``protocol``, ``connections``): open
+connections, connections refused or evicted at the cap, requests timed out by phase, malformed requests.
+``MetricsMiddleware`` sits outside everything else, so refusals made by other middleware (401,
 413) are counted too. Routes are labelled by their path template, never the raw path (bounded labels)."""
 
 from __future__ import annotations
@@ -42,6 +44,23 @@ class Metrics:
         self.queue_depth = Gauge("detzoo_queue_depth", "requests waiting for the model",
                                  registry=self.registry)
         self.images = Counter("detzoo_images", "images detected", registry=self.registry)
+        self.connections_open = Gauge("detzoo_connections_open", "open client connections",
+                                      registry=self.registry)
+        self.connections_refused = Counter(
+            "detzoo_connections_refused", "connections refused at the connection cap: 503 after the request "
+            "head (overflow), or 503 before it and closed (accept)", ["how"], registry=self.registry)
+        self.connections_evicted = Counter(
+            "detzoo_connections_evicted", "connections whose client was silent, closed to make room at the cap",
+            registry=self.registry)
+        self.request_timeouts = Counter(
+            "detzoo_request_timeouts", "requests timed out: headers or body too slow (408), or the answer not "
+            "read (closed)", ["phase"], registry=self.registry)
+        self.malformed_requests = Counter("detzoo_malformed_requests", "malformed HTTP requests answered by the "
+                                          "protocol (400, 414, 431)", ["status"], registry=self.registry)
+        for how in ("overflow", "accept"):  # shown at 0 before the first one
+            self.connections_refused.labels(how)
+        for phase in ("headers", "body", "send"):
+            self.request_timeouts.labels(phase)
 
     def batch_stats(self) -> BatchStats:
         def on_batch(images: int, seconds: float) -> None:

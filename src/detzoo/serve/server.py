@@ -1,9 +1,13 @@
 """Running the service: find the model (``runs/demo`` when none is named), load it, warn about an open
-address without a key, and run uvicorn. SIGTERM (or Ctrl-C) drains: uvicorn stops accepting, the requests in
-flight are answered (``/readyz`` says 503 meanwhile), the batch worker stops, and the process exits 0."""
+address without a key, size the connection cap from the open-file limit (``connections``), and run uvicorn
+with the guarded h11 protocol (``protocol``: deadlines, the cap, strict parsing). SIGTERM (or Ctrl-C) drains:
+uvicorn stops accepting, the requests in flight are answered (``/readyz`` says 503 meanwhile), the batch worker
+stops, and the process exits 0."""
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import logging
 import signal
 import sys
@@ -14,6 +18,8 @@ import uvicorn
 from ..common.errors import ConfigError
 from ..predict import Predictor
 from .app import create_app
+from .connections import ConnectionGuard, connection_limits
+from .protocol import GuardedH11Protocol
 from .settings import LOOPBACK_HOSTS, ServeSettings
 
 log = logging.getLogger("detzoo.serve")
@@ -48,6 +54,18 @@ def open_address_warning(host: str, settings: ServeSettings) -> str | None:
             "reach it can use it (set --api-key or $DETZOO_API_KEY)")
 
 
+def uvicorn_config(app, host: str, port: int, settings: ServeSettings, limits, access_log: bool = False
+                   ) -> uvicorn.Config:
+    """uvicorn with the guarded h11 protocol, whatever else is installed (httptools would be picked by
+    ``http='auto'``), the asyncio loop (its accept loop is what ``connections`` budgets for), no WebSocket
+    upgrade (the service has no WebSocket route, and an upgraded connection would leave the guard's count)."""
+    guard = ConnectionGuard(limits, app.state.service.metrics)
+    protocol = functools.partial(GuardedH11Protocol, guard=guard, settings=settings)
+    return uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info",
+                          timeout_graceful_shutdown=settings.timeout_s + 5, lifespan="on", http=protocol,
+                          ws="none", loop="asyncio", backlog=limits.backlog, timeout_keep_alive=settings.keep_alive_s)
+
+
 def serve(model: str | Path | None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
           settings: ServeSettings | None = None, access_log: bool = False, precision: str | None = None) -> int:
     settings = settings or ServeSettings()
@@ -56,12 +74,16 @@ def serve(model: str | Path | None, host: str = "127.0.0.1", port: int = 8000, d
     warning = open_address_warning(host, settings)
     if warning:
         print(warning, file=sys.stderr)
+    limits = connection_limits(settings.max_connections)  # after the model is loaded: its files are counted
+    settings = dataclasses.replace(settings, max_connections=limits.max_connections)
     app = create_app(predictor, settings, model)
-    config = uvicorn.Config(app, host=host, port=port, access_log=access_log, log_level="info",
-                            timeout_graceful_shutdown=settings.timeout_s + 5, lifespan="on")
+    config = uvicorn_config(app, host, port, settings, limits, access_log)
     server = DrainingServer(config, app.state.service)
     print(f"serving {model} on http://{host}:{port}/ (web page), POST /v1/detect; Ctrl-C or SIGTERM drains "
           "and stops", file=sys.stderr)
+    print(f"limits: {limits.max_connections} connections (open-file limit {limits.open_file_limit}), headers "
+          f"within {settings.header_timeout_s:g} s, body and answer pauses up to {settings.body_timeout_s:g} s, "
+          f"keep-alive {settings.keep_alive_s:g} s", file=sys.stderr)
     # uvicorn re-raises the stop signal after its graceful shutdown, with the handlers found at start: these make
     # that re-raise end in a clean exit 0 (and a signal before uvicorn listens just stops it).
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
