@@ -186,6 +186,20 @@ def cmd_models(args) -> int:
     return 0
 
 
+def cmd_data(args) -> int:
+    from .data.catalog import cache_root, dataset_names, find_dataset, get_dataset, manifest
+
+    if args.action == "list":
+        for name in dataset_names():
+            spec, found = manifest(name), find_dataset(name)
+            where = found or f"not here (detzoo data get {name}: {spec.download_bytes / 1e6:.0f} MB into {cache_root()})"
+            print(f"{name}: {spec.description}\n  licence: {spec.license}\n  source: {spec.source}\n  {where}")
+        return 0
+    for name in args.names or dataset_names():
+        get_dataset(name, args.root, args.mirror)
+    return 0
+
+
 # --------------------------------------------------------------------------- parser
 
 
@@ -328,6 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true", help="print JSON")
     form.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="the real datasets of the test suite (coco128, microcontroller): list, or "
+                                    "download, verify (SHA-256) and unpack into the cache")
+    p.add_argument("action", choices=["get", "list"])
+    p.add_argument("names", nargs="*", help="datasets to get (default: all)")
+    p.add_argument("--root", help="download into this folder (default: $DETZOO_DATA, else the platform's cache "
+                                  "folder, e.g. ~/.cache/detzoo/data); a dataset already there is reused")
+    p.add_argument("--mirror", help="fetch every file from MIRROR/<host>/<path> instead of its public URL")
+    p.set_defaults(func=cmd_data)
     return parser
 
 
