@@ -49,18 +49,25 @@ def _python_blocks(section: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", readme[start:end], flags=re.S)
 
 
-def test_readme_quick_start_runs_as_printed_and_writes_what_the_cli_writes(workdir, monkeypatch):
+def test_readme_quick_start_runs_as_printed_and_writes_what_the_cli_writes(trained_checkpoint, workdir, tmp_path,
+                                                                          monkeypatch):
     """Load a checkpoint, predict a folder, draw, save: at most 3 lines; the drawn images are the very
-    bytes `detzoo predict` writes (the same drawing and the same Predictor)."""
+    bytes `detzoo predict` writes (the same drawing and the same Predictor). The briefly trained model of
+    conftest.py, on images it trained on, so that boxes above the default score are drawn."""
     block = _python_blocks("Python")[0]
     assert len(block.strip().splitlines()) <= 3
-    monkeypatch.chdir(workdir)
+    shutil.copy(trained_checkpoint, tmp_path / "best.pt")
+    shutil.copytree(workdir / "photos", tmp_path / "photos")
+    monkeypatch.chdir(tmp_path)
     exec(compile(block, "README.md", "exec"), {})
-    saved = sorted(p.name for p in (workdir / "predictions").iterdir())
-    assert saved == sorted(p.name for p in (workdir / "photos").iterdir())
+    saved = sorted(p.name for p in (tmp_path / "predictions").iterdir())
+    assert saved == sorted(p.name for p in (tmp_path / "photos").iterdir())
     assert main(["predict", "best.pt", "photos/", "--out", "cli", "--workers", "0"]) == 0
+    drawn = 0
     for name in saved:
-        assert (workdir / "predictions" / name).read_bytes() == (workdir / "cli" / name).read_bytes()
+        assert (tmp_path / "predictions" / name).read_bytes() == (tmp_path / "cli" / name).read_bytes()
+        drawn += bool(json.loads((tmp_path / "cli" / f"{Path(name).stem}.json").read_text())["detections"])
+    assert drawn > 0
 
 
 def test_results_hold_what_the_cli_writes(model, workdir):
@@ -90,12 +97,13 @@ def test_images_in_memory_give_the_detections_of_their_files(model, workdir):
         "pillow": [Image.open(r.path) for r in files],
         "numpy rgb": rgb,
         "numpy bgr": [a[:, :, ::-1].copy() for a in rgb],
+        "mixed bgr": [files[0].path, rgb[1][:, :, ::-1].copy(), Image.open(files[2].path)],  # files stay RGB
         "tensor": [torch.from_numpy(a).permute(2, 0, 1) for a in rgb],
         "stack": torch.from_numpy(np.stack([rgb[0]] * 3)).permute(0, 3, 1, 2),  # one image three times
         "mixed": [files[0].path, rgb[1], Image.open(files[2].path)],
     }
     for kind, images in inputs.items():
-        channels = "bgr" if kind == "numpy bgr" else "rgb" if "numpy" in kind or kind == "mixed" else None
+        channels = "bgr" if "bgr" in kind else "rgb" if "numpy" in kind or kind == "mixed" else None
         results = model.predict(images, channels=channels, score=SCORE)
         assert len(results) == len(files), kind
         for got, want in zip(results, [files[0]] * 3 if kind == "stack" else files):

@@ -5,12 +5,14 @@ stacked ([N,H,W,3], [N,3,H,W]) or in lists.
 The channel order of a NumPy array cannot be told from its values - OpenCV gives BGR, Pillow and imageio
 RGB - so it must be stated (``channels="rgb"`` or ``"bgr"``); a guess would silently swap red and blue and
 cost accuracy. Tensors follow torchvision (RGB) unless ``channels="bgr"`` says otherwise; a Pillow image
-knows its own mode. Pillow images are turned upright by their EXIF orientation, as image files are
-(``data.loader.decode_rgb``). Float images are refused: 0-1 or 0-255 cannot be told apart either.
+knows its own mode (``channels`` does not apply to it, nor to image files in a list). Pillow images are
+turned upright by their EXIF orientation, as image files are (``data.loader.decode_rgb``). Float images are
+refused: 0-1 or 0-255 cannot be told apart either.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,16 +29,22 @@ def _check_channels(channels: str | None) -> None:
 
 
 def rgb_tensors(images: Any, channels: str | None = None) -> list[torch.Tensor]:
-    """One in-memory image, a stack of them or a list -> a list of uint8 RGB [3,H,W] tensors (ConfigError in
-    one line, naming the list position, for anything else)."""
+    """One in-memory image, a stack of them or a list (which may also hold image file paths, decoded as files
+    are: ``channels`` is about the arrays) -> a list of uint8 RGB [3,H,W] tensors; ConfigError in one line,
+    naming the list position, for anything else."""
+    from ..data.loader import decode_rgb
+
     _check_channels(channels)
     items = list(images) if isinstance(images, (list, tuple)) else [images]
     found: list[torch.Tensor] = []
     for position, item in enumerate(items):
         where = f"image {position} of the list" if isinstance(images, (list, tuple)) else "the image"
-        is_stack = isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4
-        found += [rgb_tensor(one, channels, f"{where}, item {i}") for i, one in enumerate(item)] if is_stack \
-            else [rgb_tensor(item, channels, where)]
+        if isinstance(item, (str, Path)):
+            found.append(decode_rgb(item))
+        elif isinstance(item, (np.ndarray, torch.Tensor)) and item.ndim == 4:  # a stack
+            found += [rgb_tensor(one, channels, f"{where}, item {i}") for i, one in enumerate(item)]
+        else:
+            found.append(rgb_tensor(item, channels, where))
     return found
 
 
@@ -45,9 +53,7 @@ def rgb_tensor(image: Any, channels: str | None = None, where: str = "the image"
     from PIL import Image, ImageOps
 
     _check_channels(channels)
-    if isinstance(image, Image.Image):
-        if channels == "bgr":
-            raise ConfigError(f"{where}: a Pillow image is RGB by its mode ({image.mode}); drop channels='bgr'")
+    if isinstance(image, Image.Image):  # its mode says what it holds: ``channels`` is about arrays
         pixels = np.array(ImageOps.exif_transpose(image).convert("RGB"))
         return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
     if isinstance(image, np.ndarray):

@@ -118,9 +118,7 @@ def predict_results(predictor: Predictor, source: Source, options: SelectOptions
     cameras and streams, which never end."""
     path_like = isinstance(source, (str, Path, int)) and not isinstance(source, bool)
     if not path_like and not _paths_only(source):  # images in memory; rgb_tensors names anything else
-        items = list(source) if isinstance(source, (list, tuple)) else [source]
-        items = [decode_rgb(item) if isinstance(item, (str, Path)) else item for item in items]  # mixed lists
-        images = rgb_tensors(items if isinstance(source, (list, tuple)) else items[0], channels)
+        images = rgb_tensors(source, channels)
         found = predictor.predict_decoded(images, options)
         return (Result(det, f"image{i}.jpg", image=images[i]) for i, det in enumerate(found))
     if _paths_only(source):
