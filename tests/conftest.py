@@ -98,3 +98,23 @@ def trained_ssd(tmp_path_factory, coco128):
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_ssd) -> Path:
     return trained_ssd[0]
+
+
+@pytest.fixture(scope="session")
+def trained_subset(coco128_json, coco128, tmp_path_factory) -> tuple[Path, list[int]]:
+    """The 8 coco128 images ``trained_ssd`` trains on as their own COCO dataset folder (annotations filtered,
+    images linked, not copied): (folder, their image ids)."""
+    import json
+
+    from detzoo.common.config import DatasetSpec
+    from detzoo.data.formats import read_dataset
+
+    ids = [r.image_id for r in read_dataset(DatasetSpec(str(coco128))).records[:TRAIN_IMAGES]]
+    full = json.loads(coco128_json.read_text())
+    root = tmp_path_factory.mktemp("subset")
+    (root / "annotations").mkdir()
+    subset = {**full, "images": [i for i in full["images"] if i["id"] in ids],
+              "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(subset))
+    (root / "val2017").symlink_to(coco128 / "val2017")
+    return root, ids

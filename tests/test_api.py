@@ -188,23 +188,16 @@ def test_training_from_a_checkpoint_starts_from_its_weights(workdir, coco128, tm
 
 
 @pytest.fixture(scope="module")
-def trained_subset(trained_checkpoint, coco128_json, coco128, tmp_path_factory):
-    """The briefly trained 80-class model (conftest) and 8 coco128 images as their own COCO dataset."""
-    full = json.loads(coco128_json.read_text())
-    ids = {image["id"] for image in full["images"][:8]}
-    root = tmp_path_factory.mktemp("subset")
-    (root / "annotations").mkdir()
-    subset = {**full, "images": [i for i in full["images"] if i["id"] in ids],
-              "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(subset))
-    (root / "val2017").symlink_to(coco128 / "val2017")
-    checkpoint = root / "model.pt"
+def trained_model(trained_checkpoint, trained_subset, tmp_path_factory):
+    """The briefly trained 80-class model (conftest; a copy: exports land beside it) and its 8 images as a COCO
+    dataset."""
+    checkpoint = tmp_path_factory.mktemp("trained") / "model.pt"
     shutil.copy(trained_checkpoint, checkpoint)
-    return checkpoint, root
+    return checkpoint, trained_subset[0]
 
 
-def test_val_is_detzoo_eval(trained_subset, tmp_path, capsys):
-    checkpoint, data = trained_subset
+def test_val_is_detzoo_eval(trained_model, tmp_path, capsys):
+    checkpoint, data = trained_model
     assert main(["eval", str(checkpoint), "--data", str(data), "--out", str(tmp_path / "cli"), "--workers", "0"]) == 0
     printed = capsys.readouterr().out
     evaluation = detzoo.load(checkpoint, workers=0).val(data, out=tmp_path / "api")
@@ -214,8 +207,8 @@ def test_val_is_detzoo_eval(trained_subset, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_export_and_quantize_then_predict_with_the_files(trained_subset, tmp_path, workdir):
-    checkpoint, data = trained_subset
+def test_export_and_quantize_then_predict_with_the_files(trained_model, tmp_path, workdir):
+    checkpoint, data = trained_model
     handle = detzoo.load(checkpoint, workers=0)
     onnx = handle.export(tmp_path / "model.onnx", check_images=data / "val2017", check_count=2)
     exported = detzoo.load(onnx, workers=0)
