@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint benchmark clean browser
+.PHONY: demo test data lint benchmark clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -15,8 +15,13 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/detzoo demo
 
-test: $(STAMP) browser
+test: $(STAMP) browser data
 	$(BIN)/python -m pytest
+
+# The real data of the tests (coco128, microcontroller): used where it is ($DETZOO_DATA, ../shared/data, the
+# cache), otherwise downloaded from its public sources into the cache, checked (SHA-256) and unpacked.
+data: $(STAMP)
+	$(BIN)/detzoo data get coco128 microcontroller
 
 # The web page's test (tests/serve/test_serve_page.py) drives Debian's chromium through chromedriver (Selenium); a
 # browser download does not work everywhere, the distribution's packages do. Installed once, when missing.

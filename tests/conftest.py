@@ -1,5 +1,6 @@
-"""Shared fixtures. Real data comes from ../shared/data (or $DETZOO_DATA); a missing folder fails the
-tests that need it - it never skips them."""
+"""Shared fixtures. Real data is found as ``detzoo data get`` finds it (``detzoo.data.catalog.find_dataset``:
+$DETZOO_DATA, ../shared/data, the download cache); a missing dataset fails the tests that need it - it never
+skips them (``make test`` fetches what is missing first: ``make data``)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import torch
 from fast_training import TRAIN_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("DETZOO_DATA", ROOT.parent / "shared" / "data"))
 
 # Two threads on the 2-core CI machine; OMP_NUM_THREADS (e.g. 1 when several test runs share the cores) wins.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))
@@ -20,14 +20,24 @@ torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu
 
 def _require(path: Path) -> Path:
     if not path.exists():
-        pytest.fail(f"test data not found: {path} (set DETZOO_DATA or provide ../shared/data)")
+        pytest.fail(f"test data not found: {path}")
     return path
+
+
+def _dataset(name: str) -> Path:
+    from detzoo.data.catalog import find_dataset, search_roots
+
+    found = find_dataset(name)
+    if found is None:
+        pytest.fail(f"test data '{name}' not found in {', '.join(map(str, search_roots()))}: run `make data` "
+                    f"(detzoo data get {name}) or set DETZOO_DATA")
+    return found
 
 
 @pytest.fixture(scope="session")
 def coco128() -> Path:
     """The COCO folder (annotations/instances_val2017.json + val2017/)."""
-    return _require(DATA / "coco128")
+    return _dataset("coco128")
 
 
 @pytest.fixture(scope="session")
@@ -38,7 +48,7 @@ def coco128_json(coco128) -> Path:
 @pytest.fixture(scope="session")
 def micro() -> Path:
     """The microcontroller folder (train/ and test/ of image + VOC XML pairs)."""
-    return _require(DATA / "microcontroller")
+    return _dataset("microcontroller")
 
 
 @pytest.fixture(scope="session")
@@ -88,3 +98,23 @@ def trained_ssd(tmp_path_factory, coco128):
 @pytest.fixture(scope="session")
 def trained_checkpoint(trained_ssd) -> Path:
     return trained_ssd[0]
+
+
+@pytest.fixture(scope="session")
+def trained_subset(coco128_json, coco128, tmp_path_factory) -> tuple[Path, list[int]]:
+    """The 8 coco128 images ``trained_ssd`` trains on as their own COCO dataset folder (annotations filtered,
+    images linked, not copied): (folder, their image ids)."""
+    import json
+
+    from detzoo.common.config import DatasetSpec
+    from detzoo.data.formats import read_dataset
+
+    ids = [r.image_id for r in read_dataset(DatasetSpec(str(coco128))).records[:TRAIN_IMAGES]]
+    full = json.loads(coco128_json.read_text())
+    root = tmp_path_factory.mktemp("subset")
+    (root / "annotations").mkdir()
+    subset = {**full, "images": [i for i in full["images"] if i["id"] in ids],
+              "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(subset))
+    (root / "val2017").symlink_to(coco128 / "val2017")
+    return root, ids

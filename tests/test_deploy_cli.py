@@ -9,31 +9,14 @@ import pytest
 from pycocotools.coco import COCO
 
 from detzoo.cli import main
-from detzoo.common.config import DatasetSpec
-from detzoo.data.formats import read_dataset
 from detzoo.evaluation.coco import run_cocoeval
 from detzoo.predict.onnx_backend import read_metadata
-from fast_training import TRAIN_IMAGES
 
 
 @pytest.fixture(scope="module")
 def checkpoint(trained_checkpoint):
     """The briefly trained ssd300_mobilenetv2 of conftest.py (8 coco128 images, 128 px)."""
     return trained_checkpoint
-
-
-@pytest.fixture(scope="module")
-def trained_subset(checkpoint, coco128_json, coco128, tmp_path_factory):
-    """The 8 training images as a COCO dataset folder (annotations filtered, images linked, not copied)."""
-    ids = [r.image_id for r in read_dataset(DatasetSpec(str(coco128))).records[:TRAIN_IMAGES]]
-    full = json.loads(coco128_json.read_text())
-    root = tmp_path_factory.mktemp("subset")
-    (root / "annotations").mkdir()
-    subset = {**full, "images": [i for i in full["images"] if i["id"] in ids],
-              "annotations": [a for a in full["annotations"] if a["image_id"] in ids]}
-    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(subset))
-    (root / "val2017").symlink_to(coco128 / "val2017")
-    return root, ids
 
 
 def _maps(results_file, gt: COCO, image_ids=None) -> tuple[float, float]:

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import detzoo
 from detzoo.common.checkpoints import model_payload
 from detzoo.common.config import load_config
 from detzoo.models import create_model, list_models
@@ -31,6 +32,8 @@ def test_hub_load_with_a_checkpoint_gives_the_trained_model(tmp_path):
     torch.save(model_payload(trained, config.to_dict(), ["a", "b", "c"]), path)
     model = torch.hub.load(str(ROOT), "ssd300_mobilenetv2", source="local", weights=str(path))
     assert model.class_names == ["a", "b", "c"] and not model.training
+    assert isinstance(model, detzoo.Model) and model.checkpoint == path  # the handle detzoo.load returns
+    assert model.state_dict().keys() == trained.state_dict().keys()  # the detector's keys, no prefix
     images = torch.randn(2, 3, 128, 128)
     with torch.no_grad():
         for a, b in zip(model(images), trained(images)):

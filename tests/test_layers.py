@@ -1,6 +1,8 @@
 """The package's layers only import downward: common -> data -> models / evaluation / visualize -> engine ->
-predict -> export / serve / inspect -> demo / cli. A module may import its own package and any lower layer,
-never a higher one or a sibling of its own layer (docs/design.md, "Layout")."""
+predict -> export / serve / inspect -> demo / api -> cli. A module may import its own package and any lower
+layer, never a higher one or a sibling of its own layer (docs/design.md, "Layout"). The package root
+(``detzoo/__init__.py``) is the public facade: it holds ``__version__`` at layer 0 and reaches ``load``,
+``Model`` and ``Result`` only lazily (PEP 562 ``__getattr__``) and for type checkers."""
 
 import ast
 from pathlib import Path
@@ -16,7 +18,7 @@ LAYERS = {
     "engine": 3,
     "predict": 4,
     "export": 5, "serve": 5, "inspect": 5,
-    "demo": 6,
+    "demo": 6, "api": 6,
     "cli": 7,
     "__main__": 8,
 }
@@ -41,7 +43,10 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 def _imports_in(source: str, name: str, is_package: bool) -> list[tuple[int, str]]:
     package = name if is_package else name.rsplit(".", 1)[0]
     found = []
-    for node in ast.walk(ast.parse(source)):
+    tree = ast.parse(source)
+    if name == "detzoo":  # the facade: its `if TYPE_CHECKING:` imports never run
+        tree.body = [n for n in tree.body if not (isinstance(n, ast.If) and ast.unparse(n.test) == "TYPE_CHECKING")]
+    for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom):
             if node.level:
                 base = package.split(".")
@@ -89,3 +94,15 @@ def test_the_checker_sees_upward_and_sideways_imports():
     assert len(_upward("detzoo.models.losses", found)) == 2
     assert _upward("detzoo.engine.evaluate", [(1, "detzoo.predict")])
     assert not _upward("detzoo.predict.predictor", [(1, "detzoo.engine.inference"), (2, "detzoo.predict.x")])
+
+
+def test_the_facade_imports_nothing_heavy():
+    """`import detzoo` and reaching `detzoo.load` import neither torch nor numpy (the CLI's start-up and
+    scripts that only read `__version__` stay fast); calling `load` does."""
+    import subprocess
+    import sys
+
+    code = ("import sys, detzoo, detzoo.cli; load = detzoo.load; assert callable(load); "
+            "heavy = sorted(m for m in ('torch', 'numpy', 'torchvision') if m in sys.modules); print(heavy)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -54,6 +54,8 @@ def test_wheel_installs_and_trains_from_an_empty_folder(tmp_path):
     assert Path(where.strip()).is_relative_to(venv)  # the wheel's detzoo, not the checkout's
 
     assert "ssd300_mobilenetv2" in _run([bin_dir / "detzoo", "models"], cwd=empty, env=env).split()
+    listed = _run([bin_dir / "detzoo", "data", "list"], cwd=empty, env=env)  # the manifests are package data
+    assert "coco128: the first 128 images" in listed and "microcontroller: " in listed
     train_json, _ = make_shapes_dataset(tmp_path / "shapes", train=2, val=1, size=64)
     _run([bin_dir / "detzoo", "train", "ssd300_mobilenetv2", f"data.train={train_json}", "data.val=[]",
           "train.max_steps=1", "train.epochs=1", "model.input_size=96", "train.batch_size=2", "data.workers=0",

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .common.config import DatasetSpec, load_config
+from .common.config import DatasetSpec
 from .common.errors import ConfigError
 from .common.precision import PRECISIONS
 
@@ -32,7 +32,7 @@ def _classes(args) -> list[str] | None:
 
 
 def cmd_train(args) -> int:
-    from .engine.train import resume_config, train
+    from .engine.train import run_training
 
     if args.resume:
         overrides = list(args.overrides)
@@ -41,42 +41,26 @@ def cmd_train(args) -> int:
                 raise ConfigError(f"detzoo train --resume continues the run's own config; drop '{args.config}' "
                                   "(key=value overrides are allowed)")
             overrides.insert(0, args.config)
-        config, state, run_dir = resume_config(args.resume)
-        train(load_config(config.to_dict(), overrides), state, run_dir)
+        run_training(None, overrides, resume=args.resume)
         return 0
     if not args.config:
         raise ConfigError("detzoo train needs a config (a YAML file or a zoo name) or --resume RUN")
-    config = load_config(args.config, args.overrides)
-    if config.train.resume:
-        resumed, state, run_dir = resume_config(config.train.resume)
-        train(load_config(resumed.to_dict(), args.overrides), state, run_dir)
-        return 0
-    train(config)
+    run_training(args.config, args.overrides)
     return 0
 
 
 def cmd_eval(args) -> int:
     from .common.device import data_workers
-    from .common.structures import write_coco_results
-    from .data.formats import read_dataset
-    from .engine.pictures import write_evaluation_pictures
-    from .evaluation import evaluate_detections
     from .predict import Predictor
+    from .predict.evaluate import evaluate_dataset
 
     predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision,
                                     batch_size=args.batch_size, workers=data_workers(args.workers))
-    data = read_dataset(_dataset_spec(args), _classes(args) or predictor.class_names, args.skip_bad)
-    if data.class_names != predictor.class_names:
-        raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
-                          f"{predictor.class_names}; pass --classes in the model's order")
-    detections = list(predictor.predict_data(data))
-    result = evaluate_detections(detections, data, args.metric, args.iou)
-    print(result.report)
-    out = Path(args.out)
-    written = write_coco_results(detections, data.category_ids, out / "detections.json")
-    print(f"detections: {written}")
-    pictures = write_evaluation_pictures(result, detections, data, out)
-    print(f"pictures: {', '.join(str(p) for p in pictures)}")
+    evaluation = evaluate_dataset(predictor, _dataset_spec(args), args.out, _classes(args), args.metric, args.iou,
+                                  args.skip_bad)
+    print(evaluation.report)
+    print(f"detections: {evaluation.detections_file}")
+    print(f"pictures: {', '.join(str(p) for p in evaluation.pictures)}")
     return 0
 
 
@@ -111,20 +95,12 @@ def _eval_spec(args) -> DatasetSpec:
 
 
 def cmd_quantize(args) -> int:
-    from .data.formats import read_dataset
-    from .export.quantize import comparison_table, evaluate_onnx, quantize_model
-    from .predict.onnx_backend import read_metadata
+    from .export.api import quantize_onnx
 
-    metadata = read_metadata(args.model)
-    calibration = read_dataset(_dataset_spec(args), _classes(args), args.skip_bad)
-    out = Path(args.out) if args.out else Path(args.model).with_suffix(".int8.onnx")
-    quantize_model(args.model, out, calibration, args.calibration_images)
-    count = min(args.calibration_images, len(calibration))
-    print(f"INT8 model -> {out} (calibrated on {count} image(s) of {calibration.source})")
-    data = read_dataset(_eval_spec(args), metadata.class_names, args.skip_bad)
-    results = [evaluate_onnx(path, data, args.metric, args.batch_size) for path in (args.model, out)]
-    print(f"evaluated on {len(data)} image(s) of {data.source}")
-    print(comparison_table(*results))
+    report = quantize_onnx(args.model, _dataset_spec(args), _eval_spec(args), _classes(args),
+                           args.calibration_images, args.metric, args.batch_size, args.skip_bad, args.out)
+    print(f"evaluated on {report.evaluation}")
+    print(report.table)
     return 0
 
 
@@ -186,6 +162,20 @@ def cmd_models(args) -> int:
 
     rows = zoo_summaries()
     print(format_json(rows) if args.json else format_markdown(rows) if args.markdown else format_table(rows))
+    return 0
+
+
+def cmd_data(args) -> int:
+    from .data.catalog import cache_root, dataset_names, find_dataset, get_dataset, manifest
+
+    if args.action == "list":
+        for name in dataset_names():
+            spec, found = manifest(name), find_dataset(name)
+            where = found or f"not here (detzoo data get {name}: {spec.download_bytes / 1e6:.0f} MB into {cache_root()})"
+            print(f"{name}: {spec.description}\n  licence: {spec.license}\n  source: {spec.source}\n  {where}")
+        return 0
+    for name in args.names or dataset_names():
+        get_dataset(name, args.root, args.mirror)
     return 0
 
 
@@ -344,6 +334,15 @@ def build_parser() -> argparse.ArgumentParser:
     form.add_argument("--json", action="store_true", help="print JSON")
     form.add_argument("--markdown", action="store_true", help="print a Markdown table (the README's)")
     p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("data", help="the real datasets of the test suite (coco128, microcontroller): list, or "
+                                    "download, verify (SHA-256) and unpack into the cache")
+    p.add_argument("action", choices=["get", "list"])
+    p.add_argument("names", nargs="*", help="datasets to get (default: all)")
+    p.add_argument("--root", help="download into this folder (default: $DETZOO_DATA, else the platform's cache "
+                                  "folder, e.g. ~/.cache/detzoo/data); a dataset already there is reused")
+    p.add_argument("--mirror", help="fetch every file from MIRROR/<host>/<path> instead of its public URL")
+    p.set_defaults(func=cmd_data)
     return parser
 
 

@@ -258,8 +258,13 @@ def _index(items: list, key: str, where: str) -> int:
     return int(key)
 
 
-def load_config(source: str | Path | dict | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """Build a validated Config from a YAML file / zoo name / dict, then apply ``key=value`` overrides."""
+Override = str | tuple[list[str], Any]  # "key.sub=value" as typed, or (["key", "sub"], value) from Python
+
+
+def load_config(source: str | Path | dict | None = None, overrides: list[Override] | tuple[Override, ...] = ()
+                ) -> Config:
+    """Build a validated Config from a YAML file / zoo name / dict, then apply the overrides: ``key=value``
+    strings (values parsed as YAML), or (keys, value) pairs whose value is used as it is."""
     if source is None:
         data: dict[str, Any] = {}
     elif isinstance(source, dict):
@@ -267,9 +272,9 @@ def load_config(source: str | Path | dict | None = None, overrides: list[str] | 
         data.pop("base", None)
     else:
         data = _load_with_base(resolve_config_path(source))
-    for text in overrides:
-        keys, value = parse_override(text)
-        apply_override(data, keys, value)
+    for override in overrides:
+        keys, value = parse_override(override) if isinstance(override, str) else override
+        apply_override(data, list(keys), value)
     return build(Config, data, "")
 
 

@@ -218,6 +218,12 @@ def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_div
     return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible), **loader_kwargs(workers))
 
 
+def padded_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
+    """The (height, width) an image of this size has in an inference batch: resized, then padded."""
+    height, width = preprocess.output_size(height, width)
+    return padded_side(height, preprocess.size_divisible), padded_side(width, preprocess.size_divisible)
+
+
 class InferenceBatchSampler(Sampler):
     """Unaugmented batches of this process's share of ``data`` (images rank, rank + W, ...; ``order``, in
     dataset order). Stretch-resized images all have the model's size: consecutive batches. Keep-aspect images
@@ -238,8 +244,7 @@ class InferenceBatchSampler(Sampler):
 
     @staticmethod
     def _padded_size(record: ImageRecord, preprocess: Preprocess) -> tuple[int, int]:
-        height, width = preprocess.output_size(record.height, record.width)
-        return padded_side(height, preprocess.size_divisible), padded_side(width, preprocess.size_divisible)
+        return padded_size(record.height, record.width, preprocess)
 
     def __len__(self) -> int:
         return len(self.batches)

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from ..common.checkpoints import load_checkpoint
-from ..common.config import Config, config_from_dict
+from ..common.config import Config, config_from_dict, load_config
 from ..common.device import data_workers, resolve_device
 from ..common.distributed import DistInfo, barrier, cleanup, init_distributed, launched_by_torchrun
 from ..common.errors import ConfigError
@@ -46,6 +46,20 @@ def resume_config(resume: str, overrides_config: Config | None = None) -> tuple[
     checkpoint_path = path / "last.pt" if path.is_dir() else path
     state = load_checkpoint(checkpoint_path)
     return config_from_dict(state["config"]), state, checkpoint_path.parent
+
+
+def run_training(source: str | Path | dict | None, overrides: list[str] | tuple[str, ...] = (),
+                 resume: str | Path | None = None) -> Path:
+    """What ``detzoo train`` and ``Model.train`` do: train a recipe (a YAML file, a zoo name or a config dict)
+    with ``key=value`` overrides, or continue a run exactly (``resume``, or ``train.resume`` in the config: the
+    run's own config, the overrides applied on top). Returns the run folder."""
+    if resume is None:
+        config = load_config(source, overrides)
+        if not config.train.resume:
+            return train(config)
+        resume = config.train.resume
+    resumed, state, run_dir = resume_config(str(resume))
+    return train(load_config(resumed.to_dict(), overrides), state, run_dir)
 
 
 def prepare_model(config: Config, num_classes: int, log) -> torch.nn.Module:

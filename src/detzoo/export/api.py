@@ -1,8 +1,10 @@
-"""What ``detzoo export`` does: checkpoint -> ONNX file with metadata -> checked against PyTorch on real
-images (the file is removed when the check fails)."""
+"""What ``detzoo export`` and ``detzoo quantize`` do (and ``Model.export`` / ``Model.quantize``): checkpoint ->
+ONNX file with metadata -> checked against PyTorch on real images (the file is removed when the check fails);
+ONNX file -> INT8 file calibrated on a dataset, then both evaluated side by side."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..common.config import DatasetSpec
@@ -13,6 +15,7 @@ from ..data.records import DataError, DetectionData
 from ..predict.onnx_backend import OnnxBackend
 from .check import CheckResult, check_export
 from .onnx_export import OPSET, export_onnx
+from .quantize import PrecisionResult, comparison_table, evaluate_onnx, quantize_model
 
 
 def default_output(checkpoint: str | Path) -> Path:
@@ -69,3 +72,36 @@ def export_checkpoint(checkpoint: str | Path, out: str | Path | None = None, in_
         out.unlink(missing_ok=True)
         raise
     return out, result
+
+
+@dataclass
+class QuantizeReport:
+    path: Path  # the INT8 file
+    calibration: str  # "N image(s) of SOURCE"
+    evaluation: str
+    fp32: PrecisionResult
+    int8: PrecisionResult
+
+    @property
+    def table(self) -> str:
+        """FP32 vs INT8: accuracy, ms per image, the difference."""
+        return comparison_table(self.fp32, self.int8)
+
+
+def quantize_onnx(model: str | Path, calibration: DatasetSpec, evaluation: DatasetSpec | None = None,
+                  classes: list[str] | None = None, calibration_images: int = 100, metric: str = "coco",
+                  batch_size: int = 8, skip_bad: bool = False, out: str | Path | None = None,
+                  log=print) -> QuantizeReport:
+    """Quantize a detzoo ONNX file (default output: MODEL.int8.onnx) on the first ``calibration_images`` of
+    ``calibration``, then evaluate both files on ``evaluation`` (default: the calibration dataset)."""
+    from ..predict.onnx_backend import read_metadata
+
+    metadata = read_metadata(model)
+    calibration_data = read_dataset(calibration, classes, skip_bad)
+    out = Path(out) if out else Path(model).with_suffix(".int8.onnx")
+    quantize_model(model, out, calibration_data, calibration_images)
+    calibrated = f"{min(calibration_images, len(calibration_data))} image(s) of {calibration_data.source}"
+    log(f"INT8 model -> {out} (calibrated on {calibrated})")
+    data = read_dataset(evaluation or calibration, metadata.class_names, skip_bad)
+    fp32, int8 = (evaluate_onnx(path, data, metric, batch_size) for path in (model, out))
+    return QuantizeReport(out, calibrated, f"{len(data)} image(s) of {data.source}", fp32, int8)

@@ -14,7 +14,7 @@ import torch
 from ..common.device import resolve_device
 from ..common.precision import check_known
 from ..common.structures import Detections
-from ..data.loader import Collate, inference_loader
+from ..data.loader import Collate, inference_loader, padded_size
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
 from ..engine.inference import inference_backend, run_inference
@@ -80,8 +80,15 @@ class Predictor:
         if precision == "int8":
             return cls.from_onnx(onnx_file_for(path, precision), device, **kwargs)
         loaded = load_model(path)
-        backend = inference_backend(loaded.model, resolve_device(device), precision or "fp32")
-        return cls(backend, loaded.class_names, **kwargs)
+        return cls.from_model(loaded.model, loaded.class_names, device, precision, **kwargs)
+
+    @classmethod
+    def from_model(cls, model: torch.nn.Module, class_names: list[str], device: str = "auto",
+                   precision: str | None = None, **kwargs) -> Predictor:
+        """A detzoo model in memory, run in ``precision`` (fp32 or bf16). The Predictor's backend changes the
+        model (BatchNorm folded into the convolutions, NHWC layout): give it a copy to keep the original."""
+        backend = inference_backend(model, resolve_device(device), precision or "fp32")
+        return cls(backend, class_names, **kwargs)
 
     @classmethod
     def from_onnx(cls, path: str | Path, device: str = "auto", precision: str | None = None,
@@ -120,6 +127,22 @@ class Predictor:
                    for i, image in enumerate(images)]
         batch = Collate(self.preprocess.size_divisible)(samples)
         return list(run_inference(self.backend, [batch], self.class_names, self._options(options)))
+
+    def predict_decoded(self, images: list[torch.Tensor], options: SelectOptions | None = None) -> list[Detections]:
+        """Any number of decoded uint8 RGB images [3,H,W] of any sizes -> their Detections in the same order
+        (``image_id``: the position). Batched as files are (``InferenceBatchSampler``): at most ``batch_size``
+        images of one padded size per model call, so an image's detections do not depend on its neighbours."""
+        groups: dict[tuple[int, int], list[int]] = {}
+        for index, image in enumerate(images):
+            groups.setdefault(padded_size(*image.shape[-2:], self.preprocess), []).append(index)
+        found: list[Detections | None] = [None] * len(images)
+        for indices in groups.values():
+            for start in range(0, len(indices), self.batch_size):
+                chunk = indices[start: start + self.batch_size]
+                for index, detections in zip(chunk, self.predict_images([images[i] for i in chunk], options)):
+                    detections.image_id = index
+                    found[index] = detections
+        return found  # type: ignore[return-value]
 
     def predict_video(self, source, options: SelectOptions | None = None, **settings):
         """A video file, camera index or stream URL -> a generator of per-frame results (``video.VideoPrediction``:
