@@ -1,4 +1,4 @@
-"""The package's layers only import downward: common -> data -> models / evaluation / visualize -> engine ->
+"""The package's layers only import downward: common -> data -> models / evaluation / visualize / tracking -> engine ->
 predict -> export / serve / inspect -> demo / cli. A module may import its own package and any lower layer,
 never a higher one or a sibling of its own layer (docs/design.md, "Layout")."""
 
@@ -12,7 +12,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "detzoo"
 LAYERS = {
     "": 0, "common": 0,
     "data": 1,
-    "models": 2, "evaluation": 2, "visualize": 2,
+    "models": 2, "evaluation": 2, "visualize": 2, "tracking": 2,
     "engine": 3,
     "predict": 4,
     "export": 5, "serve": 5, "inspect": 5,
