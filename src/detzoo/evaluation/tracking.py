@@ -96,18 +96,36 @@ def check_frames(rows: MotRows, frames: int, where: str) -> None:
                         f"sequence ({frames} frames)")
 
 
+def _summary(hota: dict, clear: dict, identity: dict) -> dict[str, float]:
+    return {"HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
+            "AssA": float(np.mean(hota["AssA"])), "MOTA": float(clear["MOTA"]), "MOTP": float(clear["MOTP"]),
+            "IDF1": float(identity["IDF1"]), "IDP": float(identity["IDP"]), "IDR": float(identity["IDR"]),
+            **{key: float(clear[name]) for key, name in (("IDSW", "IDSW"), ("FP", "CLR_FP"), ("FN", "CLR_FN"),
+                                                         ("Frag", "Frag"), ("MT", "MT"), ("ML", "ML"))}}
+
+
+def _metric_classes():
+    trackeval = _trackeval()
+    quiet = {"PRINT_CONFIG": False}
+    return {"HOTA": trackeval.metrics.HOTA(quiet), "CLEAR": trackeval.metrics.CLEAR(quiet),
+            "Identity": trackeval.metrics.Identity(quiet)}
+
+
 def tracking_metrics(gt: MotRows, results: MotRows, frames: int) -> TrackingResult:
     """HOTA, CLEAR and Identity metrics of one sequence of ``frames`` frames."""
-    trackeval = _trackeval()
     data = sequence_data(gt, results, frames)
-    quiet = {"PRINT_CONFIG": False}
-    hota = trackeval.metrics.HOTA(quiet).eval_sequence(data)
-    clear = trackeval.metrics.CLEAR(quiet).eval_sequence(data)
-    identity = trackeval.metrics.Identity(quiet).eval_sequence(data)
-    metrics = {"HOTA": float(np.mean(hota["HOTA"])), "DetA": float(np.mean(hota["DetA"])),
-               "AssA": float(np.mean(hota["AssA"])), "MOTA": float(clear["MOTA"]), "MOTP": float(clear["MOTP"]),
-               "IDF1": float(identity["IDF1"]), "IDP": float(identity["IDP"]), "IDR": float(identity["IDR"]),
-               **{key: float(clear[name]) for key, name in (("IDSW", "IDSW"), ("FP", "CLR_FP"), ("FN", "CLR_FN"),
-                                                            ("Frag", "Frag"), ("MT", "MT"), ("ML", "ML"))}}
-    return TrackingResult(metrics, frames, data["num_gt_ids"], data["num_gt_dets"], data["num_tracker_ids"],
-                          data["num_tracker_dets"], {"HOTA": hota, "CLEAR": clear, "Identity": identity})
+    details = {name: metric.eval_sequence(data) for name, metric in _metric_classes().items()}
+    return TrackingResult(_summary(details["HOTA"], details["CLEAR"], details["Identity"]), frames,
+                          data["num_gt_ids"], data["num_gt_dets"], data["num_tracker_ids"], data["num_tracker_dets"],
+                          details)
+
+
+def combined_metrics(results: list[TrackingResult]) -> TrackingResult:
+    """Several sequences as one, as TrackEval's ``COMBINED_SEQ``: its ``combine_sequences`` of each metric (sums
+    of the matches, not a mean of the sequences' scores)."""
+    details = {name: metric.combine_sequences({str(i): r.details[name] for i, r in enumerate(results)})
+               for name, metric in _metric_classes().items()}
+    return TrackingResult(_summary(details["HOTA"], details["CLEAR"], details["Identity"]),
+                          sum(r.frames for r in results), sum(r.gt_ids for r in results),
+                          sum(r.gt_boxes for r in results), sum(r.tracker_ids for r in results),
+                          sum(r.tracker_boxes for r in results), details)

@@ -4,9 +4,9 @@ dwell time per track). A track's position is its box's centre (the anchor).
 Lines (``--line x1,y1,x2,y2``): "in" is a crossing to the side the line's direction (x1,y1) -> (x2,y2) points
 to when turned a quarter clockwise on screen (a line drawn left to right counts downward movement as in; drawn
 upwards, movement to the right). A crossing counts when the anchor, having been settled on one side, is seen
-settled on the other and its path crossed the segment itself (not its extension); settled means farther from
-the line than ``BAND`` x the box's shorter side, so a box jittering on the line does not count. Each track
-counts at most once per line and direction.
+settled on the other, and its path last crossed the line between the line's ends (not on its extension);
+settled means farther from the line than ``BAND`` x the box's shorter side, so a box jittering on the line does
+not count. Each track counts at most once per line and direction.
 
 Zones (``--zone x1,y1,x2,y2,x3,y3,...``, a polygon): a track is inside while its anchor is
 (``matplotlib.path.Path.contains_points``); the dwell time adds the time between consecutive frames in which the
@@ -93,8 +93,7 @@ class LineCounter:
         direction = self.end - self.start
         self.normal = np.array([-direction[1], direction[0]]) / np.linalg.norm(direction)
         self.length2 = float(direction @ direction)
-        self.sides: dict[int, tuple[int, np.ndarray, int]] = {}  # id -> (side, settled point, frame last seen)
-        self.counted: dict[int, set[str]] = {}
+        self.tracks: dict[int, dict] = {}  # id -> settled side, last point and distance, last crossing, frame
         self.counts: dict[str, Counter] = {"in": Counter(), "out": Counter()}
 
     def update(self, ids: np.ndarray, boxes: np.ndarray, labels: list[str], frame: int) -> None:
@@ -102,34 +101,32 @@ class LineCounter:
         distance = (points - self.start) @ self.normal
         band = BAND * np.minimum(boxes[:, 2] - boxes[:, 0], boxes[:, 3] - boxes[:, 1])
         for track, point, signed, margin, label in zip(ids.tolist(), points, distance, band, labels):
-            if abs(signed) <= margin:  # on the line: keep the side it had
-                if track in self.sides:
-                    side, settled, _ = self.sides[track]
-                    self.sides[track] = (side, settled, frame)
+            state = self.tracks.setdefault(track, {"side": 0, "point": None, "distance": 0.0, "crossing": None,
+                                                   "counted": set()})
+            if state["point"] is not None and signed * state["distance"] < 0:  # the path crossed the line: where
+                t = state["distance"] / (state["distance"] - signed)
+                state["crossing"] = state["point"] + t * (point - state["point"])
+            state.update(point=point, distance=signed, frame=frame)
+            if abs(signed) <= margin:  # on the line: it keeps the side it had
                 continue
             side = 1 if signed > 0 else -1
-            before = self.sides.get(track)
-            self.sides[track] = (side, point, frame)
-            if before is None or before[0] == side or not self._on_segment(before[1], point):
+            before, state["side"] = state["side"], side
+            if before in (0, side) or state["crossing"] is None or not self._on_segment(state["crossing"]):
                 continue
             direction = "in" if side > 0 else "out"
-            done = self.counted.setdefault(track, set())
-            if direction not in done:
-                done.add(direction)
+            if direction not in state["counted"]:
+                state["counted"].add(direction)
                 self.counts[direction][label] += 1
 
-    def _on_segment(self, before: np.ndarray, after: np.ndarray) -> bool:
-        """Whether the path before -> after crosses the line between its ends."""
-        a, b = (before - self.start) @ self.normal, (after - self.start) @ self.normal
-        crossing = before + a / (a - b) * (after - before)
+    def _on_segment(self, crossing: np.ndarray) -> bool:
+        """Whether a point of the line lies between its ends."""
         along = (crossing - self.start) @ (self.end - self.start) / self.length2
         return 0.0 <= along <= 1.0
 
     def forget(self, before: int) -> None:
-        """Drop the side of tracks last seen before frame ``before`` (their counts stay)."""
-        for track in [t for t, (_, _, seen) in self.sides.items() if seen < before]:
-            del self.sides[track]
-            self.counted.pop(track, None)
+        """Drop the tracks last seen before frame ``before`` (their counts stay)."""
+        for track in [t for t, state in self.tracks.items() if state["frame"] < before]:
+            del self.tracks[track]
 
     def state(self) -> dict:
         return {"in": dict(self.counts["in"]), "out": dict(self.counts["out"]),

@@ -28,7 +28,8 @@ from ..data.synthetic import SHAPES, _background, _shape_points
 from .counting import Counting, Region
 
 MIN_VISIBLE = 0.25  # ground-truth boxes less visible than this have flag 0
-LINE = (0.5, 0.8, 0.5, 0.2)  # fractions of the frame: a vertical "door" drawn upwards, "in" = to the right
+EDGES = (0.35, 0.35, 0.15, 0.15)  # where new shapes enter: left, right, top, bottom (mostly across the line)
+LINE = (0.5, 1.0, 0.5, 0.0)  # fractions of the frame: a vertical line drawn upwards, "in" = to the right
 ZONE = ((0.08, 0.6), (0.42, 0.55), (0.46, 0.92), (0.12, 0.9))  # fractions: a quadrilateral, lower left
 
 
@@ -197,7 +198,7 @@ def generate_sequence(name: str = "shapes", width: int = 320, height: int = 320,
                       objects: int = 5, seed: int = 0, fps: int = 25, radius: tuple[float, float] = (0.1, 0.16),
                       speed: tuple[float, float] = (0.005, 0.014), turn_every: float = 50.0) -> ShapeSequence:
     """``objects`` shapes at any time (placed inside the frame at the start, then entering from the edges as
-    others leave); ``radius`` and ``speed`` (per frame) are fractions of the frame's shorter side; about every
+    others leave, mostly from the left and right, ``EDGES``); ``radius`` and ``speed`` (per frame) are fractions of the frame's shorter side; about every
     ``turn_every`` frames a shape changes speed (x 0.5 to 2) and heading (up to 30 degrees)."""
     rng = np.random.default_rng(seed)
     side = min(width, height)
@@ -239,7 +240,7 @@ def generate_sequence(name: str = "shapes", width: int = 320, height: int = 320,
                 kept.append(state)
         moving = kept
         for _ in range(rng.binomial(max(0, objects - len(moving)), 0.2)):
-            edge = int(rng.integers(4))
+            edge = int(rng.choice(4, p=EDGES))
             along = rng.uniform(0.1, 0.9)
             r = radius[1] * side
             centre, inward = [(np.array([-r, along * height]), 0.0), (np.array([width + r, along * height]), math.pi),
@@ -258,9 +259,9 @@ def _inside(shape: MovingShape, centre: np.ndarray, width: int, height: int) -> 
     return box[2] > 0 and box[0] < width and box[3] > 0 and box[1] < height
 
 
-def benchmark_sequences(frames: int = 300) -> list[ShapeSequence]:
-    """The three 320 x 320 videos of ``benchmarks/bench_track.py`` and the tracking tests (5 shapes at a time,
-    25 fps)."""
-    return [generate_sequence(f"shapes-{seed}", frames=frames, seed=seed) for seed in range(3)]
+def benchmark_sequences(count: int = 4, frames: int = 400) -> list[ShapeSequence]:
+    """The 320 x 320 videos of ``benchmarks/bench_track.py`` and the tracking tests (5 shapes at a time, 25
+    frames/s, seeds 0 .. count - 1)."""
+    return [generate_sequence(f"shapes-{seed}", frames=frames, seed=seed) for seed in range(count)]
 
 
