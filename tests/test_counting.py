@@ -12,7 +12,6 @@ from detzoo.data.synthetic import SHAPES
 from detzoo.tracking.bytetrack import ByteTracker
 from detzoo.tracking.counting import Counting, LineCounter, parse_line, parse_zone
 from detzoo.tracking.sequences import benchmark_sequences
-from tracking_helpers import jittered_detections
 
 
 @pytest.mark.parametrize("option, text, message", [
@@ -82,7 +81,7 @@ def test_line_counts_are_exact_on_the_generated_videos():
         gt = sequence.ground_truth()
         tracker = ByteTracker()
         counting = Counting([parse_line(",".join(map(str, sequence.line)))], [], sequence.width, sequence.height)
-        for index, (boxes, scores, rows) in enumerate(jittered_detections(sequence, 2.0, 0.0, sequence.seed)):
+        for index, (boxes, scores, rows) in enumerate(sequence.detections(2.0, 0.0, sequence.seed)):
             ids = tracker.update(boxes, scores, index)
             keep = ids >= 0
             counting.update(ids[keep], boxes[keep], [SHAPES[c - 1] for c in gt.classes[rows][keep]], index,

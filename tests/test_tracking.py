@@ -17,7 +17,7 @@ from detzoo.tracking import kalman
 from detzoo.tracking.bytetrack import ByteTracker, _match
 from detzoo.tracking.gaps import fill_gaps
 from detzoo.tracking.sequences import benchmark_sequences
-from tracking_helpers import jittered_detections, track_rows
+from tracking_helpers import track_rows
 
 
 def _transition(dt: float) -> np.ndarray:
@@ -141,7 +141,7 @@ def sequences():
 def test_identities_on_the_generated_videos_meet_the_goals(sequences, drop, fill, goal):
     results = []
     for sequence in sequences:
-        frames = jittered_detections(sequence, 2.0, drop, sequence.seed)
+        frames = sequence.detections(2.0, drop, sequence.seed)
         results.append(tracking_metrics(sequence.ground_truth(), fill_gaps(track_rows(frames), fill),
                                         sequence.frames))
     metrics = combined_metrics(results).metrics

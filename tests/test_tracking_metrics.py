@@ -15,7 +15,7 @@ from detzoo.data.mot import MotRows, read_mot, write_mot
 from detzoo.evaluation.tracking import SUMMARY, combined_metrics, tracking_metrics
 from detzoo.tracking.gaps import fill_gaps
 from detzoo.tracking.sequences import benchmark_sequences
-from tracking_helpers import jittered_detections, track_rows
+from tracking_helpers import track_rows
 
 GOOD = "1,1,10,20,30,40,1,1,1.0\n"
 
@@ -95,7 +95,7 @@ def test_the_numbers_are_trackevals_on_the_same_files(tmp_path):
     for sequence, fill in zip(benchmark_sequences(count=3, frames=200), (0, 20, 0)):
         gt_path = write_mot(sequence.ground_truth(), tmp_path / "gt" / sequence.name / "gt" / "gt.txt",
                             ground_truth=True)
-        rows = fill_gaps(track_rows(jittered_detections(sequence, 3.0, 0.2, sequence.seed)), fill)
+        rows = fill_gaps(track_rows(sequence.detections(3.0, 0.2, sequence.seed)), fill)
         results_path = write_mot(rows, tmp_path / "trackers" / "detzoo" / "data" / f"{sequence.name}.txt")
         ours[sequence.name] = tracking_metrics(read_mot(gt_path), read_mot(results_path, ground_truth=False),
                                                sequence.frames)
