@@ -164,7 +164,7 @@ def test_the_track_mode_sends_webcam_frames_to_v1_track_and_draws_track_ids(brow
 
     colour, label = browser.execute_script("""
         const card = newCard("synthetic");
-        card.bitmap = document.createElement("canvas");
+        card.bitmap = Object.assign(document.createElement("canvas"), {width: 200, height: 100});
         card.trails = new Map([[7, [[150, 50], [110, 50], [70, 50]]]]);
         card.answer = {images: [{width: 200, height: 100, detections: [
             {box: [20, 20, 60, 80], score: 0.2, label: 0, class_name: "thing", track_id: 7}]}],
