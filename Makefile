@@ -10,6 +10,8 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -c constraints.txt -e '.[dev]'
+	# TrackEval (tracking metrics) without its opencv-python requirement: detzoo has the headless cv2
+	$(BIN)/python -m pip install -c constraints.txt --no-deps trackeval
 	touch $(STAMP)
 
 demo: $(STAMP)

@@ -1,5 +1,5 @@
-"""The package's layers only import downward: common -> data -> models / evaluation / visualize -> engine ->
-predict -> export / serve / inspect -> demo / api -> cli. A module may import its own package and any lower
+"""The package's layers only import downward: common -> data -> models / evaluation / visualize / tracking ->
+engine -> predict -> export / serve / inspect -> demo / api -> cli. A module may import its own package and any lower
 layer, never a higher one or a sibling of its own layer (docs/design.md, "Layout"). The package root
 (``detzoo/__init__.py``) is the public facade: it holds ``__version__`` at layer 0 and reaches ``load``,
 ``Model`` and ``Result`` only lazily (PEP 562 ``__getattr__``) and for type checkers."""
@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "detzoo"
 LAYERS = {
     "": 0, "common": 0,
     "data": 1,
-    "models": 2, "evaluation": 2, "visualize": 2,
+    "models": 2, "evaluation": 2, "visualize": 2, "tracking": 2,
     "engine": 3,
     "predict": 4,
     "export": 5, "serve": 5, "inspect": 5,

@@ -50,6 +50,11 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
+    if args.source is not None or args.gt is not None:
+        return cmd_eval_tracking(args)
+    if not args.data:
+        raise ConfigError("detzoo eval needs --data DATA (detection metrics) or a video / image folder and --gt "
+                          "gt.txt (tracking metrics)")
     from .common.device import data_workers
     from .predict import Predictor
     from .predict.evaluate import evaluate_dataset
@@ -64,15 +69,29 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def cmd_eval_tracking(args) -> int:
+    from .predict.track_eval import evaluate_tracking
+
+    if args.source is None:
+        raise ConfigError("detzoo eval --gt needs the video, image folder or MOTChallenge sequence folder to track: "
+                          "detzoo eval MODEL SOURCE --gt gt.txt")
+    evaluate_tracking(args.model, args.source, args.gt, Path(args.out), args.tracker, args.device, args.precision,
+                      args.batch_size, args.score)
+    return 0
+
+
 def cmd_predict(args) -> int:
     from .common.device import data_workers
     from .predict.run import PredictSettings, predict_command
 
-    score = {} if args.score is None else {"score": args.score}
+    tracking = args.track or args.tracker or args.line or args.zone
+    score = {"score": None} if tracking else {}  # tracking: the tracker's low_score
+    score = score if args.score is None else {"score": args.score}
     settings = PredictSettings(Path(args.out), iou=args.iou, max_det=args.max_det, classes=_classes(args),
                                draw=not args.no_draw, save_txt=args.save_txt, recursive=args.recursive,
                                live=args.live, vid_stride=args.vid_stride, frames=args.frames, show=args.show,
-                               **score)
+                               track=(args.tracker or []) if tracking else None, lines=args.line or [],
+                               zones=args.zone or [], **score)
     return predict_command(args.model, args.source, settings, args.device, args.batch_size,
                            data_workers(args.workers), args.precision)
 
@@ -199,6 +218,17 @@ def _add_predict_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="the freshest frame only, older ones dropped (default: streams and cameras yes, files no)")
     p.add_argument("--show", action="store_true", help="videos: show the annotated frames in a window")
+    p.add_argument("--track", action="store_true",
+                   help="follow objects across frames (ByteTrack): track ids in the JSON Lines and the video, "
+                        "OUT/<name>.tracks.json; an image folder is read as a sequence")
+    p.add_argument("--tracker", action="append", metavar="KEY=VALUE",
+                   help="a tracker setting over the model's config (repeatable), e.g. max_lost=60; implies --track")
+    p.add_argument("--line", action="append", metavar="X1,Y1,X2,Y2",
+                   help="count tracks crossing this line, in / out per class (repeatable; pixels of the source, "
+                        "or fractions of the frame when all are within [0, 1]); implies --track")
+    p.add_argument("--zone", action="append", metavar="X1,Y1,X2,Y2,X3,Y3,...",
+                   help="count tracks inside this polygon, with each track's dwell time (repeatable; pixels or "
+                        "fractions); implies --track")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -216,12 +246,21 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=text)
         p.add_argument("model", help="checkpoint (.pt) or exported model (.onnx)")
         if name == "eval":
-            _add_dataset_args(p)
+            p.add_argument("source", nargs="?", help="tracking metrics: a video, an image folder or a "
+                                                     "MOTChallenge sequence folder (img1/, gt/gt.txt) to track")
+            _add_dataset_args(p, required=False)
+            p.add_argument("--gt", help="tracking metrics (HOTA, MOTA, IDF1 by TrackEval): MOTChallenge "
+                                        "ground truth of SOURCE (gt.txt)")
+            p.add_argument("--tracker", action="append", metavar="KEY=VALUE",
+                           help="tracking: a tracker setting over the model's config (repeatable)")
+            p.add_argument("--score", type=float, help="tracking: the selection's score threshold (default: the "
+                                                       "tracker's low_score)")
             p.add_argument("--metric", default="coco", choices=["coco", "voc07", "voc07_area"])
             p.add_argument("--iou", type=float, default=0.5, help="IoU threshold of the VOC metrics")
             p.add_argument("--skip-bad", action="store_true", help="skip unreadable samples, report the count")
             p.add_argument("--out", default="eval_out", help="folder for detections.json and the pictures (PR "
-                                                             "curves, AP per class, confusion matrix, samples)")
+                                                             "curves, AP per class, confusion matrix, samples); "
+                                                             "tracking: <name>.txt and <name>.metrics.json")
         else:
             _add_predict_args(p)
         p.add_argument("--device", default="auto")

@@ -7,7 +7,10 @@ The rules (``STYLE_RULES``, which the web page receives as data, so that its can
 - the label (``class 0.87``) in DejaVu Sans - the TrueType font matplotlib ships, so nothing is downloaded -
   on a filled rectangle of the class colour, in black or white, whichever contrasts more; above the box, or
   inside its top edge when the box touches the top of the image;
-- higher scores drawn last, so their labels stay on top.
+- higher scores drawn last, so their labels stay on top;
+- tracked objects (``draw_tracking``): the colour is the track's (``PALETTE[track_id % len(PALETTE)]``, the same
+  in every frame), the label starts with ``#id``, and a short trail of the track's recent centres follows the
+  box; counting lines and zones are drawn in white on a dark edge, with their counts on a black label.
 
 Drawing is Pillow's ``ImageDraw`` (torchvision's ``draw_bounding_boxes`` has no label backgrounds and its default
 font is a tiny bitmap); only the placement arithmetic above is ours.
@@ -32,7 +35,8 @@ PALETTE = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f
 LINE_WIDTH = {"fraction": 0.003, "min": 2}  # of the mean image side, in pixels
 FONT_SIZE = {"fraction": 0.03, "min": 11}
 STYLE_RULES = {"palette": PALETTE, "line_width": LINE_WIDTH, "font_size": FONT_SIZE, "font": "DejaVu Sans",
-               "label": "{class_name} {score:.2f}"}
+               "label": "{class_name} {score:.2f}", "track_label": "#{track_id} {class_name} {score:.2f}"}
+OVERLAY = ("#ffffff", "#000000")  # counting lines and zones: the line, its edge (and the label background)
 # Pillow's save options per format: good-looking, small files
 SAVE_OPTIONS = {".jpg": {"quality": 90}, ".jpeg": {"quality": 90}, ".webp": {"quality": 90}}
 
@@ -78,9 +82,13 @@ def font(size: int) -> ImageFont.FreeTypeFont:
     return ImageFont.truetype(str(font_path()), size)
 
 
+def track_color(track_id: int) -> str:
+    return PALETTE[track_id % len(PALETTE)]
+
+
 def draw_on(image: Image.Image, det: Detections, scores: bool = True) -> Image.Image:
     """Draw ``det`` on ``image`` in place (an RGB Pillow image); returns it. ``scores=False`` labels boxes with
-    the class name only (ground truth)."""
+    the class name only (ground truth). Detections with track ids are coloured and labelled by track."""
     if len(det) == 0:
         return image
     style = drawing_style(*image.size)
@@ -88,14 +96,20 @@ def draw_on(image: Image.Image, det: Detections, scores: bool = True) -> Image.I
     text_font = font(style.font_size)
     order = torch.argsort(det.scores, stable=True).tolist()  # best last, so its label is on top
     boxes, values, labels = det.boxes.tolist(), det.scores.tolist(), det.labels.tolist()
+    if det.track_ids is not None:
+        tracks = det.track_ids.tolist()
+        colors = [track_color(t) for t in tracks]
+        texts = [STYLE_RULES["track_label"].format(track_id=t, class_name=det.class_names[label], score=score)
+                 for t, label, score in zip(tracks, labels, values)]
+    else:
+        colors = [class_color(label) for label in labels]
+        texts = [label_text(det.class_names[label], score) if scores else det.class_names[label]
+                 for label, score in zip(labels, values)]
     for i in order:
         x1, y1, x2, y2 = boxes[i]
-        color = class_color(labels[i])
-        canvas.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=color, width=style.line_width)
+        canvas.rectangle((x1, y1, max(x1, x2), max(y1, y2)), outline=colors[i], width=style.line_width)
     for i in order:
-        name = det.class_names[labels[i]]
-        _draw_label(canvas, image.size, boxes[i], label_text(name, values[i]) if scores else name,
-                    class_color(labels[i]), text_font, style)
+        _draw_label(canvas, image.size, boxes[i], texts[i], colors[i], text_font, style)
     return image
 
 
@@ -118,6 +132,27 @@ def draw(image: torch.Tensor | np.ndarray, det: Detections, scores: bool = True)
     if len(det) == 0:
         return image
     return np.asarray(draw_on(Image.fromarray(np.ascontiguousarray(image)), det, scores))
+
+
+def draw_tracking(image: np.ndarray, det: Detections, trails: dict[int, np.ndarray],
+                  overlays: list[tuple[np.ndarray, bool, str]]) -> np.ndarray:
+    """A video frame [H,W,3] with its tracked detections, each track's trail (``trails``: id -> [K, 2] recent
+    centres, oldest first) and the counting ``overlays`` (points [K, 2] in pixels, closed: a zone, else a line,
+    and the label to show at its first point), under the boxes."""
+    picture = Image.fromarray(np.ascontiguousarray(image))
+    style = drawing_style(*picture.size)
+    canvas = ImageDraw.Draw(picture)
+    for points, closed, text in overlays:
+        path = [tuple(p) for p in points.tolist()] + ([tuple(points[0].tolist())] if closed else [])
+        canvas.line(path, fill=OVERLAY[1], width=style.line_width + 2, joint="curve")
+        canvas.line(path, fill=OVERLAY[0], width=max(1, style.line_width - 1), joint="curve")
+        x, y = points.mean(axis=0) if not closed else points[0]
+        _draw_label(canvas, picture.size, [x, y, x, y], text, OVERLAY[1], font(style.font_size), style)
+    for track, points in trails.items():
+        if len(points) > 1:
+            canvas.line([tuple(p) for p in points.tolist()], fill=track_color(track), width=style.line_width,
+                        joint="curve")
+    return np.asarray(draw_on(picture, det))
 
 
 def save_drawn(image: torch.Tensor | np.ndarray, det: Detections, path: str | Path) -> Path:

@@ -66,10 +66,11 @@ def _listed(driver) -> list[dict]:
             for row in rows]
 
 
-def _answered(server) -> float:
-    """How many detection requests the server has answered with 200 (its /metrics)."""
+def _answered(server, route: str = "/v1/detect", method: str = "POST", status: int = 200) -> float:
+    """How many requests to a route the server has answered with a status (its /metrics)."""
     metrics = httpx2.get(f"{server.url}/metrics", timeout=60).text
-    found = re.search(r'^detzoo_requests_total\{method="POST",route="/v1/detect",status="200"\} (\S+)$', metrics, re.M)
+    pattern = rf'^detzoo_requests_total\{{method="{method}",route="{re.escape(route)}",status="{status}"\}} (\S+)$'
+    found = re.search(pattern, metrics, re.M)
     return float(found.group(1)) if found else 0.0
 
 
@@ -141,3 +142,36 @@ def test_the_webcam_mode_sends_frames_and_draws_the_answers(browser, server):
     assert button.text == "Stop webcam" and browser.find_element(By.ID, "error").text == ""
     button.click()
     assert button.text == "Start webcam"
+
+
+def test_the_track_mode_sends_webcam_frames_to_v1_track_and_draws_track_ids(browser, server):
+    """``/?track=1``: the synthetic camera's frames go to /v1/track under the page's session (ended with a DELETE
+    when the webcam stops); a tracked box is drawn in its track's colour with ``#id`` in its label, and shown
+    whatever the score slider says (the tracker chose it)."""
+    tracked, ended = _answered(server, "/v1/track"), _answered(server, "/v1/track", "DELETE", 204)
+    browser.get(server.url + "/?track=1")
+    wait = WebDriverWait(browser, 180)
+    wait.until(lambda d: "ssd300_mobilenetv2" in d.find_element(By.ID, "model").text)
+    assert browser.find_element(By.ID, "webcam-title").text.lower() == "webcam - tracking"
+    button = browser.find_element(By.ID, "webcam")
+    button.click()
+    wait.until(lambda d: any("webcam (tracking)" in c.find_element(By.TAG_NAME, "h3").text
+                             for c in d.find_elements(By.CSS_SELECTOR, ".card[data-state=done]")))
+    wait.until(lambda d: _answered(server, "/v1/track") >= tracked + 2)
+    assert browser.find_element(By.ID, "error").text == ""
+    button.click()
+    wait.until(lambda d: _answered(server, "/v1/track", "DELETE", 204) == ended + 1)
+
+    colour, label = browser.execute_script("""
+        const card = newCard("synthetic");
+        card.bitmap = Object.assign(document.createElement("canvas"), {width: 200, height: 100});
+        card.trails = new Map([[7, [[150, 50], [110, 50], [70, 50]]]]);
+        card.answer = {images: [{width: 200, height: 100, detections: [
+            {box: [20, 20, 60, 80], score: 0.2, label: 0, class_name: "thing", track_id: 7}]}],
+            timing_ms: {total: 0, decode: 0, queue: 0, inference: 0, batch_images: 1}};
+        card.roundTrip = 0;
+        render(card);
+        const pixel = card.canvas.getContext("2d").getImageData(20, 50, 1, 1).data;
+        return [Array.from(pixel.slice(0, 3)), card.element.querySelector("tr.detection td:nth-child(2)").textContent];
+    """)
+    assert colour == [int(PALETTE[7][i: i + 2], 16) for i in (1, 3, 5)] and label == "#7 thing"

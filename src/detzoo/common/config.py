@@ -136,11 +136,40 @@ class EvalConfig:
 
 
 @dataclass
+class TrackConfig:
+    """The tracker of ``detzoo predict --track`` (ByteTrack's rule, ``tracking/bytetrack.py``): detections of
+    at least ``high_score`` are associated first and may start tracks; those between ``low_score`` and it only
+    keep existing tracks alive (an occluded object's score drops). Prediction selects boxes down to
+    ``low_score`` when tracking."""
+
+    high_score: float = 0.5  # first association; a track is started only from such a detection
+    low_score: float = 0.1  # second association (tracks the first left unmatched); lower scores are ignored
+    match_iou: float = 0.2  # least IoU (x score, with fuse_score) between a track's prediction and a detection
+    low_match_iou: float = 0.5  # least IoU in the second association (low scores: stricter)
+    fuse_score: bool = True  # first association's similarity = IoU x detection score (ByteTrack's MOT17 rule)
+    min_hits: int = 2  # consecutive matched frames before a new track is reported (1: at once)
+    max_lost: int = 30  # frames of the source a lost track is kept (and predicted) before it is dropped
+    fill_gaps: int = 20  # offline results (detzoo eval): gaps of a track up to this many frames interpolated
+
+    def __post_init__(self) -> None:
+        for name in ("high_score", "low_score", "match_iou", "low_match_iou"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ConfigError(f"track.{name} must be in [0, 1], got {getattr(self, name)}")
+        if self.low_score > self.high_score:
+            raise ConfigError(f"track.low_score ({self.low_score}) must not exceed track.high_score "
+                              f"({self.high_score})")
+        if self.min_hits < 1 or self.max_lost < 0 or self.fill_gaps < 0:
+            raise ConfigError(f"track.min_hits must be at least 1, track.max_lost and track.fill_gaps at least 0, "
+                              f"got {self.min_hits}, {self.max_lost} and {self.fill_gaps}")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    track: TrackConfig = field(default_factory=TrackConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -359,3 +388,15 @@ def _coerce(tp: Any, value: Any, path: str, choices: tuple | None = None) -> Any
 def config_from_dict(data: dict[str, Any]) -> Config:
     """Rebuild a Config stored in a checkpoint or run folder."""
     return build(Config, data, "")
+
+
+def track_settings(pairs: list[str] | tuple[str, ...] = (), base: TrackConfig | None = None) -> TrackConfig:
+    """``base`` (default: ``TrackConfig()``) with ``key=value`` pairs applied (``--tracker max_lost=60``), checked
+    like a recipe's ``track:`` section (unknown keys get a suggestion)."""
+    data = dataclasses.asdict(base or TrackConfig())
+    for text in pairs:
+        keys, value = parse_override(text.removeprefix("track."))
+        if len(keys) != 1:
+            raise ConfigError(f"--tracker {text}: expected KEY=VALUE with one of {', '.join(data)}")
+        apply_override(data, keys, value)
+    return build(TrackConfig, data, "track")

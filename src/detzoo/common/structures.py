@@ -20,6 +20,7 @@ class Detections:
     class_names: list[str]
     image_id: int | None = None
     path: str | None = None
+    track_ids: torch.Tensor | None = None  # int64 [D]: identities across video frames (``Predictor.track``)
 
     def __len__(self) -> int:
         return int(self.labels.numel())
@@ -34,9 +35,12 @@ class Detections:
                    output["labels"].detach().long().cpu(), class_names, image_id, path)
 
     def filter(self, min_score: float) -> Detections:
-        keep = self.scores >= min_score
+        return self.select(self.scores >= min_score)
+
+    def select(self, keep: torch.Tensor) -> Detections:
+        """The detections picked by a boolean mask or an index tensor."""
         return Detections(self.boxes[keep], self.scores[keep], self.labels[keep], self.class_names,
-                          self.image_id, self.path)
+                          self.image_id, self.path, None if self.track_ids is None else self.track_ids[keep])
 
     def to_coco(self, category_ids: list[int]) -> list[dict]:
         """COCO result entries: bbox [x, y, w, h], category_id, score."""
@@ -48,11 +52,14 @@ class Detections:
         return out
 
     def to_dict(self) -> dict:
-        return {"image": self.path, "image_id": self.image_id,
-                "detections": [{"box": [round(v, 2) for v in box], "score": round(score, 5), "label": label,
-                                "class_name": self.class_names[label]}
-                               for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(),
-                                                            self.labels.tolist())]}
+        """``{"image", "image_id", "detections": [{"box", "score", "label", "class_name"[, "track_id"]}]}``."""
+        entries = [{"box": [round(v, 2) for v in box], "score": round(score, 5), "label": label,
+                    "class_name": self.class_names[label]}
+                   for box, score, label in zip(self.boxes.tolist(), self.scores.tolist(), self.labels.tolist())]
+        if self.track_ids is not None:
+            for entry, track in zip(entries, self.track_ids.tolist()):
+                entry["track_id"] = track
+        return {"image": self.path, "image_id": self.image_id, "detections": entries}
 
 
 def write_coco_results(detections: Iterable[Detections], category_ids: list[int], path: Path) -> Path:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..common.errors import ConfigError, DataError
+from .image_sequence import open_input
 from .sources import VideoSource
 from .video_io import DecodedFrame, VideoInfo, VideoInput, describe
 
@@ -68,7 +69,7 @@ class FrameReader:
     def __init__(self, source: VideoSource, stride: int = 1, start: int = 0, end: int | None = None,
                  max_retries: int = MAX_RETRIES, backoff: tuple[float, float] = (FIRST_BACKOFF_S, MAX_BACKOFF_S),
                  notify: Callable[[str], None] | None = None,
-                 opener: Callable[[VideoSource], VideoInput] = VideoInput):
+                 opener: Callable[[VideoSource], VideoInput] = open_input):
         if stride < 1:
             raise ConfigError(f"--vid-stride must be at least 1, got {stride}")
         if source.live and (stride != 1 or start or end is not None):

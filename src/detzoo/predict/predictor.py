@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..common.config import TrackConfig
 from ..common.device import resolve_device
 from ..common.precision import check_known
 from ..common.structures import Detections
@@ -50,12 +51,13 @@ class Predictor:
     model's own where None); a call may pass its own, whose unset values fall back to these."""
 
     def __init__(self, backend, class_names: list[str], batch_size: int = 8, workers: int = 0,
-                 options: SelectOptions | None = None):
+                 options: SelectOptions | None = None, tracking: TrackConfig | None = None):
         self.backend = backend
         self.class_names = class_names
         self.batch_size = batch_size
         self.workers = workers
         self.options = self._checked(options)
+        self.tracking = tracking  # the tracker settings of the model's config (None: the defaults)
 
     def _checked(self, options: SelectOptions | None) -> SelectOptions | None:
         if options is not None:
@@ -80,7 +82,8 @@ class Predictor:
         if precision == "int8":
             return cls.from_onnx(onnx_file_for(path, precision), device, **kwargs)
         loaded = load_model(path)
-        return cls.from_model(loaded.model, loaded.class_names, device, precision, **kwargs)
+        return cls.from_model(loaded.model, loaded.class_names, device, precision,
+                              **{"tracking": loaded.config.track, **kwargs})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, class_names: list[str], device: str = "auto",
@@ -150,3 +153,13 @@ class Predictor:
         from .video import VideoPrediction
 
         return VideoPrediction(self, source, options, **settings)
+
+    def track(self, source, options: SelectOptions | None = None, tracker: TrackConfig | None = None,
+              lines=(), zones=(), **settings):
+        """A video file, camera index, stream URL or image folder -> a generator of per-frame results whose
+        detections carry a persistent ``track_id`` (``tracking.VideoTracking``; ``tracker``: the model's
+        config's ``track`` settings by default; ``lines`` / ``zones``: "x1,y1,x2,y2" / "x1,y1,x2,y2,x3,y3,..."
+        to count; ``settings`` as ``predict_video``)."""
+        from .tracking import track_source
+
+        return track_source(self, source, options, tracker, lines, zones, **settings)

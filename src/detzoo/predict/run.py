@@ -1,17 +1,20 @@
 """``detzoo predict MODEL SOURCE``: one source argument (``sources.resolve_source``), images or video, the
 selection settings of this run (score threshold, NMS IoU, detections cap, classes: ``SelectOptions``), and what
-is written (``outputs`` for images, ``video_run`` for videos). The CLI only parses arguments into
-``PredictSettings``."""
+is written (``outputs`` for images, ``video_run`` for videos; with tracking, ``tracking.VideoTracking`` over a
+video or an image folder read as a sequence). The CLI only parses arguments into ``PredictSettings``."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from tqdm import tqdm
 
+from ..common.config import track_settings
 from ..engine.signals import StopRequest
 from ..models.selection import SelectOptions
+from ..tracking.counting import parse_line, parse_zone
+from .image_sequence import image_sequence
 from .outputs import RUN_RESULTS, ImageOutputs
 from .predictor import Predictor, unlabelled_data
 from .sources import ImageSource, VideoSource, resolve_source
@@ -24,7 +27,7 @@ DEFAULT_SCORE = 0.3  # what is worth drawing; the model's own threshold (0.01-0.
 @dataclass
 class PredictSettings:
     out: Path
-    score: float | None = DEFAULT_SCORE  # None: the model's own
+    score: float | None = DEFAULT_SCORE  # None: the model's own (tracking: the tracker's low_score)
     iou: float | None = None
     max_det: int | None = None
     classes: list[str] | None = None  # names
@@ -35,6 +38,13 @@ class PredictSettings:
     vid_stride: int = 1
     frames: str | None = None  # START:END
     show: bool = False
+    track: list[str] | None = None  # tracker settings KEY=VALUE over the model's (None: no tracking)
+    lines: list[str] = field(default_factory=list)  # x1,y1,x2,y2 to count crossings of (tracking)
+    zones: list[str] = field(default_factory=list)  # x1,y1,x2,y2,x3,y3,... to count presence in (tracking)
+
+    @property
+    def tracking(self) -> bool:
+        return self.track is not None or bool(self.lines or self.zones)
 
     def options(self, class_names: list[str]) -> SelectOptions:
         return SelectOptions.from_names(class_names, self.classes, score_threshold=self.score,
@@ -45,12 +55,21 @@ def predict_command(model: str, source: str, settings: PredictSettings, device: 
                     workers: int = 0, precision: str = "fp32") -> int:
     """Resolve the source (a bad one fails before the model loads), load the model, run; the exit code."""
     resolved = resolve_source(source, settings.recursive, settings.live)
+    regions = ([parse_line(text) for text in settings.lines], [parse_zone(text) for text in settings.zones])
+    if settings.tracking and isinstance(resolved, ImageSource):
+        resolved = image_sequence(resolved)
     predictor = Predictor.from_file(model, device=device, precision=precision, batch_size=batch_size,
                                     workers=workers)
     options = settings.options(predictor.class_names)
     if isinstance(resolved, VideoSource):
-        prediction = VideoPrediction(predictor, resolved, options, vid_stride=settings.vid_stride,
-                                     frames=settings.frames, notify=tqdm.write)
+        video = {"vid_stride": settings.vid_stride, "frames": settings.frames, "notify": tqdm.write}
+        if settings.tracking:
+            from .tracking import track_source  # ByteTrack needs scipy: imported when tracking
+
+            tracker = track_settings(settings.track or [], predictor.tracking)
+            prediction = track_source(predictor, resolved, options, tracker, *regions, **video)
+        else:
+            prediction = VideoPrediction(predictor, resolved, options, **video)
         summary = run_video(prediction, settings.out, settings.draw, settings.show)
         print(summary.line())
         return 128 + summary.signum if summary.signum else 0

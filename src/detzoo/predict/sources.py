@@ -8,6 +8,7 @@ from __future__ import annotations
 import glob
 import sys
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 from ..common.errors import DataError
@@ -32,6 +33,8 @@ class VideoSource:
     live: bool  # the freshest frame, older ones dropped; else every frame in order
     reconnect: bool  # reopen after an error or the end (streams and cameras; a file's end is the end)
     input_format: str | None = None  # FFmpeg input format (cameras: v4l2, avfoundation)
+    images: tuple[Path, ...] = ()  # an image folder read as a video (``image_sequence``), in this order
+    fps: Fraction | None = None  # the images' frame rate (None: 25)
 
     @property
     def is_file(self) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,7 +24,9 @@ import torch
 from ..common.errors import ConfigError, DataError
 from ..common.structures import Detections
 from ..models.selection import SelectOptions
+from ..visualize import draw
 from .frames import Frame, FrameReader, frame_range
+from .outputs import frame_record
 from .sources import VideoSource, resolve_source
 
 
@@ -33,6 +36,14 @@ class FrameResult:
     timestamp: float  # seconds (a file: presentation time; live: since the run started)
     detections: Detections  # image_id = index, path = the source
     image: np.ndarray  # the decoded frame, uint8 RGB [H,W,3]
+
+    def record(self) -> dict:
+        """The frame's JSON Lines record."""
+        return frame_record(self.detections, self.index, self.timestamp)
+
+    def drawn(self) -> np.ndarray:
+        """The frame with its detections drawn (the annotated video's frame)."""
+        return draw(self.image, self.detections)
 
 
 class VideoPrediction:
@@ -84,6 +95,18 @@ class VideoPrediction:
         for frame, det in zip(batch, detections):
             det.image_id, det.path = frame.index, self.source.url
             yield FrameResult(frame.index, frame.timestamp, det, frame.rgb)
+
+    def stage_seconds(self) -> dict[str, float]:
+        """Time spent so far per stage: decoding (in its thread) and inference."""
+        return {"decode": self.stats.decode_s, "infer": self.infer_s}
+
+    def summary_text(self) -> str:
+        """What the run's summary line adds (tracking: tracks and counts)."""
+        return ""
+
+    def finish(self, out: Path) -> list[Path]:
+        """Write the run's summary files into ``out`` (tracking: ``<name>.tracks.json``); the paths."""
+        return []
 
     def close(self) -> None:
         self.reader.close()

@@ -23,8 +23,7 @@ from tqdm import tqdm
 
 from ..common.errors import ConfigError, DataError
 from ..engine.signals import StopRequest
-from ..visualize import draw
-from .outputs import JsonLinesWriter, frame_record
+from .outputs import JsonLinesWriter
 from .video import FrameResult, VideoPrediction
 from .video_io import VideoInfo, VideoWriter
 
@@ -56,7 +55,7 @@ class AnnotatedVideo:
             try:
                 clock = time.perf_counter()
                 if drawn is None:
-                    drawn = draw(result.image, result.detections)
+                    drawn = result.drawn()
                 middle = time.perf_counter()
                 self.writer.write(drawn, result.timestamp)
                 self.draw_s += middle - clock
@@ -113,6 +112,7 @@ class VideoSummary:
     per_frame_ms: dict[str, float]
     outputs: list[Path]
     signum: int | None = None  # the signal that stopped the run
+    extra: str = ""  # tracking: tracks and counts
 
     def line(self) -> str:
         fps = self.frames / self.seconds if self.seconds > 0 else 0.0
@@ -120,9 +120,10 @@ class VideoSummary:
         extra = f"; {self.dropped} dropped" + (f", {self.reconnects} reconnect(s)" if self.reconnects else "")
         stopped = f" (stopped by {signal.Signals(self.signum).name})" if self.signum else ""
         written = ", ".join(str(p) for p in self.outputs) or "nothing written"
+        tracked = f"{self.extra}; " if self.extra else ""
         return (f"{self.name}: {self.frames} frame(s) of {self.decoded} decoded in {self.seconds:.1f} s "
-                f"({fps:.1f} frames/s){stopped}, {self.detections} detection(s); per frame: {stages}{extra} "
-                f"-> {written}")
+                f"({fps:.1f} frames/s){stopped}, {self.detections} detection(s); {tracked}per frame: {stages}"
+                f"{extra} -> {written}")
 
 
 def run_video(prediction: VideoPrediction, out: Path, draw_video: bool = True, show: bool = False) -> VideoSummary:
@@ -143,10 +144,10 @@ def run_video(prediction: VideoPrediction, out: Path, draw_video: bool = True, s
     with StopRequest(action=action) as stop:
         try:
             for result in prediction:
-                drawn = draw(result.image, result.detections) if window is not None else None
+                drawn = result.drawn() if window is not None else None
                 if video is not None:
                     video.put(result, drawn)
-                lines.write(frame_record(result.detections, result.index, result.timestamp))
+                lines.write(result.record())
                 frames, detections = frames + 1, detections + len(result.detections)
                 bar.update(1)
                 if source.live:
@@ -163,13 +164,14 @@ def run_video(prediction: VideoPrediction, out: Path, draw_video: bool = True, s
             if video is not None and (path := video.close()) is not None:
                 outputs.append(path)
             outputs.append(lines.close())
+            outputs += prediction.finish(out)
     if failure is not None:
         raise DataError(f"{failure}; the {frames} frame(s) before it are in {', '.join(map(str, outputs))}")
     seconds = time.perf_counter() - started
     stats = prediction.stats
-    per_frame = {"decode": stats.decode_s, "infer": prediction.infer_s}
+    per_frame = prediction.stage_seconds()
     if video is not None:
         per_frame.update(draw=video.draw_s, encode=video.encode_s)
     per_frame_ms = {stage: total / max(frames, 1) * 1000 for stage, total in per_frame.items()}
     return VideoSummary(source.name, frames, detections, seconds, stats.decoded, stats.dropped, stats.reconnects,
-                        per_frame_ms, outputs, stop.signum)
+                        per_frame_ms, outputs, stop.signum, prediction.summary_text())

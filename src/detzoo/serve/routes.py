@@ -1,13 +1,16 @@
 """The HTTP routes. ``POST /v1/detect`` reads the images (``inputs``), checks and decodes them off the event
 loop (``images``), waits for the batch worker (``batching``) and answers in detzoo's JSON (``detzoo predict``'s
 schema plus the image size and the time per stage) or in the reference's ``MxpiObject`` JSON
-(``format=mxpi``). The KServe V2 health and metadata routes are aliases of ours."""
+(``format=mxpi``). ``POST /v1/track?session=ID`` does the same for one video frame of a client and gives the
+detections to that client's tracker (``tracking``): the answer's detections carry ``track_id``s. The KServe
+V2 health and metadata routes are aliases of ours."""
 
 from __future__ import annotations
 
 import time
 
 import anyio
+import torch
 from starlette.requests import Request
 from starlette.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
@@ -50,8 +53,10 @@ def _decode_all(uploads: list[Upload], max_pixels: int):
     return [decode_upload(upload, max_pixels) for upload in uploads]
 
 
-async def detect(request: Request) -> Response:
-    service = _service(request)
+async def _detect(request: Request, service: Service, adjust=None) -> tuple:
+    """What /v1/detect and /v1/track share: refusals before the body is read, the images and options, decoding
+    off the event loop, the batch queue. ``adjust(uploads, raw_options)`` may check and change the raw options.
+    Returns (uploads, images, detections, job, timing_ms, answer format)."""
     started = time.perf_counter()
     if service.draining:
         raise RequestError(503, "server is shutting down; send the request to another replica",
@@ -63,6 +68,8 @@ async def detect(request: Request) -> Response:
         return await anyio.to_thread.run_sync(fn, *args, limiter=service.decode_limiter)
 
     uploads, raw_options = await read_images(request, service.settings, run_sync)
+    if adjust is not None:
+        raw_options = adjust(uploads, raw_options)
     options, answer_format = parse_options(raw_options, service.predictor.class_names)
     read_done = time.perf_counter()
     images = await run_sync(_decode_all, uploads, service.settings.max_pixels)
@@ -72,14 +79,65 @@ async def detect(request: Request) -> Response:
                  "queue": job.queue_wait_s * 1000, "inference": job.inference_s * 1000,
                  "total": (time.perf_counter() - started) * 1000}
     timing_ms = {stage: round(ms, 2) for stage, ms in timing_ms.items()}
-    headers = {"Server-Timing": ", ".join(f"{stage};dur={ms}" for stage, ms in timing_ms.items()),
-               "X-Batch-Images": str(job.batch_images)}
+    return uploads, images, detections, job, timing_ms, answer_format
+
+
+def _timing_headers(timing_ms: dict, job) -> dict:
+    return {"Server-Timing": ", ".join(f"{stage};dur={ms}" for stage, ms in timing_ms.items()),
+            "X-Batch-Images": str(job.batch_images)}
+
+
+async def detect(request: Request) -> Response:
+    service = _service(request)
+    uploads, images, detections, job, timing_ms, answer_format = await _detect(request, service)
+    headers = _timing_headers(timing_ms, job)
     if answer_format == "mxpi":
         answers = [mxpi_objects(det) for det in detections]
         return JSONResponse(answers[0] if len(answers) == 1 else answers, headers=headers)
     return JSONResponse(detzoo_answer(service, uploads, images, detections, {**timing_ms,
                                                                             "batch_images": job.batch_images}),
                         headers=headers)
+
+
+async def track(request: Request) -> Response:
+    """One frame of a client's video (``?session=ID``): detected like /v1/detect, then given to the session's
+    ByteTrack tracker; the answer holds the tracked detections, each with its ``track_id``."""
+    service = _service(request)
+    sessions = service.track_sessions
+    low_score = sessions.settings.low_score
+
+    def adjust(uploads, raw: dict) -> dict:
+        if len(uploads) != 1:
+            raise RequestError(400, f"/v1/track takes one frame per request, got {len(uploads)} images")
+        raw = {name: value for name, value in raw.items() if name != "session"}
+        if raw.get("format", "detzoo") != "detzoo":
+            raise RequestError(422, "/v1/track answers in detzoo's format only")
+        raw.setdefault("score_threshold", low_score)  # the tracker's second association needs the low scores
+        return raw
+
+    session_id = request.query_params.get("session")
+    session = sessions.begin(session_id)
+    try:
+        uploads, images, detections, job, timing_ms, _ = await _detect(request, service, adjust)
+        det = detections[0]
+        session.frame += 1
+        ids = session.tracker.update(det.boxes.numpy(), det.scores.numpy(), session.frame)
+    finally:
+        sessions.end(session)
+    keep = torch.from_numpy(ids >= 0)
+    tracked = det.select(keep)
+    tracked.track_ids = torch.from_numpy(ids)[keep]
+    answer = detzoo_answer(service, uploads, images, [tracked], {**timing_ms, "batch_images": job.batch_images})
+    answer.update(session=session_id, frame=session.frame)
+    return JSONResponse(answer, headers=_timing_headers(timing_ms, job))
+
+
+async def end_track(request: Request) -> Response:
+    """``DELETE /v1/track?session=ID``: forget the session's tracker (the page does it when its webcam stops)."""
+    session_id = request.query_params.get("session", "")
+    if not _service(request).track_sessions.drop(session_id):
+        raise RequestError(404, f"no tracking session '{session_id}'")
+    return Response(status_code=204)
 
 
 async def page(request: Request) -> Response:
@@ -150,6 +208,8 @@ ROUTES = [
     Route("/", page, methods=["GET"]),
     Route("/assets/DejaVuSans.ttf", page_font, methods=["GET"]),
     Route("/v1/detect", detect, methods=["POST"]),
+    Route("/v1/track", track, methods=["POST"]),
+    Route("/v1/track", end_track, methods=["DELETE"]),
     Route("/v1/models", models, methods=["GET"]),
     Route("/healthz", healthz, methods=["GET"]),
     Route("/readyz", readyz, methods=["GET"]),

@@ -16,6 +16,7 @@ from ..visualize import PALETTE
 from .batching import BatchQueue
 from .metrics import Metrics
 from .settings import ServeSettings
+from .tracking import TrackSessions
 
 log = logging.getLogger("detzoo.serve")
 
@@ -58,6 +59,7 @@ class Service:
         self.decode_limiter: anyio.CapacityLimiter | None = None
         self.ready = False
         self.draining = False
+        self.track_sessions = TrackSessions(predictor.tracking)  # POST /v1/track: a tracker per client
 
     @property
     def name(self) -> str:
