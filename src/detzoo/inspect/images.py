@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import torch
 from tqdm import tqdm
 
-from ..data.loader import read_image
+from ..data.image_files import read_image
 from ..data.records import DataError, DetectionData, ImageRecord
 
 

@@ -12,7 +12,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..common.errors import DataError
-from ..data.loader import decode_rgb
+from ..data.image_files import decode_rgb
 from .errors import RequestError
 from .settings import IMAGE_FORMATS
 
