@@ -59,6 +59,7 @@ def cmd_eval(args) -> int:
     from .common.device import data_workers
     from .common.structures import write_coco_results
     from .data.formats import read_dataset
+    from .data.preflight import apply_findings, check_splits
     from .engine.pictures import write_evaluation_pictures
     from .evaluation import evaluate_detections
     from .predict import Predictor
@@ -66,6 +67,7 @@ def cmd_eval(args) -> int:
     predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision,
                                     batch_size=args.batch_size, workers=data_workers(args.workers))
     data = read_dataset(_dataset_spec(args), _classes(args) or predictor.class_names, args.skip_bad)
+    apply_findings(check_splits({"evaluation": data}), args.skip_bad, "--skip-bad leaves them out", {"evaluation": data})
     if data.class_names != predictor.class_names:
         raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
                           f"{predictor.class_names}; pass --classes in the model's order")

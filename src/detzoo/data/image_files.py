@@ -62,15 +62,19 @@ def decode_image(source, *, origin: str | None = None, size: tuple[int, int] | N
     a DataError naming the file when it cannot be used."""
     try:
         with Image.open(source) as image:
-            if image.format in JPEG_FORMATS and read_tail(source, len(JPEG_END)) != JPEG_END:
-                with Image.open(io.BytesIO(_all_bytes(source) + JPEG_END)) as whole:
-                    return _decoded(source, whole, origin, size, ended_early=True)
-            return _decoded(source, image, origin, size)
+            try:
+                return _decoded(source, image, origin, size)
+            except DataError:
+                raise
+            except (OSError, SyntaxError, ValueError):
+                if image.format not in JPEG_FORMATS or read_tail(source, len(JPEG_END)) == JPEG_END:
+                    raise
+        with Image.open(io.BytesIO(_all_bytes(source) + JPEG_END)) as whole:  # a JPEG that stops early
+            return _decoded(source, whole, origin, size, ended_early=True)
     except DataError:
         raise
     except FileNotFoundError:
-        where = f" (listed in {origin})" if origin else ""
-        raise DataError(f"{source}: image file not found{where}") from None
+        raise DataError(not_found(source, origin)) from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         raise DataError(f"{source}: cannot decode image (corrupt or truncated?): {exc}") from None
 
@@ -86,6 +90,10 @@ def _decoded(source, image: Image.Image, origin: str | None, size: tuple[int, in
         image = ImageOps.exif_transpose(image)
     pixels = np.array(image.convert("RGB"))
     return DecodedImage(torch.from_numpy(pixels).permute(2, 0, 1).contiguous(), repair)
+
+
+def not_found(path, origin: str | None) -> str:
+    return f"{path}: image file not found" + (f" (listed in {origin})" if origin else "")
 
 
 def size_problem(path, stored: tuple[int, int], upright: tuple[int, int], size: tuple[int, int] | None,
