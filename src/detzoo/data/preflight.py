@@ -58,7 +58,7 @@ class FileFacts:
     mtime_ns: int
     format: str | None = None
     stored: tuple[int, int] | None = None  # (width, height) of the stored pixels
-    upright: tuple[int, int] | None = None  # (width, height) as shown (EXIF orientation applied)
+    upright: tuple[int, int] | None = None  # (width, height) as shown (EXIF applied); None: not read (a PNG)
     problem: str | None = None  # why the file cannot be used at all
     repair: str | None = None  # a truncated JPEG repaired
     digest: str | None = None  # SHA-256, computed only where a duplicate is possible
@@ -79,10 +79,6 @@ class Findings:
     seconds: float = 0.0
     cache_error: str | None = None
 
-    @property
-    def bad(self) -> int:
-        return sum(len(found) for found in self.problems.values())
-
 
 def examine(path: Path, stat: os.stat_result) -> FileFacts:
     """Header and end of one file (see the module docstring); a full decode only when the end is not whole."""
@@ -92,7 +88,9 @@ def examine(path: Path, stat: os.stat_result) -> FileFacts:
             head = handle.read(TAIL_BYTES)
             tail = read_tail(handle, TAIL_BYTES)
             with Image.open(handle) as image:
-                facts.format, facts.stored, facts.upright = image.format, image.size, upright_size(image)
+                facts.format, facts.stored = image.format, image.size
+                # Pillow finds a PNG's EXIF only by decoding the image when no eXIf chunk precedes the image data
+                facts.upright = None if image.format == "PNG" and "exif" not in image.info else upright_size(image)
     except (OSError, SyntaxError, ValueError):  # the decoder's message says it in the words training uses
         facts.problem = _decode_problem(path) or f"{path}: not a readable image"
         return facts
@@ -243,8 +241,10 @@ def check_entries(entries: dict[str, list[tuple[Path, str | None, tuple[int, int
         findings.problems[split] = []
         for index, ((path, origin, size), absolute) in enumerate(zip(found_entries, paths[split])):
             found = facts.get(absolute)
-            problem = not_found(path, origin) if found is None else (
-                found.problem or size_problem(path, found.stored, found.upright, size, origin))
+            if found is None:
+                problem = not_found(path, origin)
+            else:
+                problem = found.problem or _size_problem(path, found, size, origin)
             if problem:
                 findings.problems[split].append((index, problem))
             elif found.repair and absolute not in repaired:
@@ -252,6 +252,18 @@ def check_entries(entries: dict[str, list[tuple[Path, str | None, tuple[int, int
                 findings.repairs.append(found.repair)
     findings.seconds = time.perf_counter() - started
     return findings
+
+
+def _size_problem(path: Path, facts: FileFacts, size: tuple[int, int] | None, origin: str | None) -> str | None:
+    """The loader's size rule on a file's facts; where the orientation was not read (a PNG whose EXIF could follow
+    its image data) and the stored size differs from the annotation, the decoder itself decides."""
+    if facts.upright is not None or size is None or tuple(size) == tuple(facts.stored):
+        return size_problem(path, facts.stored, facts.upright or facts.stored, size, origin)
+    try:
+        decode_image(path, origin=origin, size=size)
+    except DataError as exc:
+        return str(exc)
+    return None
 
 
 def cross_split_duplicates(first: list[Path], second: list[Path], facts: dict[Path, FileFacts], cache: FactsCache,
@@ -263,7 +275,11 @@ def cross_split_duplicates(first: list[Path], second: list[Path], facts: dict[Pa
         if path in facts:
             by_size[facts[path].size].append(path)
     candidates = [p for p in dict.fromkeys(first) if p in facts and facts[p].size in by_size]
-    need = {q for p in candidates for q in [p, *by_size[facts[p].size]]}
+    need: set[Path] = set()
+    for path in candidates:
+        others = [q for q in by_size[facts[path].size] if q != path]
+        if others:  # (the same path listed in both splits needs no hashing)
+            need.update([path, *others])
     missing = [p for p in need if facts[p].digest is None]
     for path, digest in zip(missing, pool.map(_digest_or_none, missing)):
         facts[path].digest = digest
@@ -273,7 +289,7 @@ def cross_split_duplicates(first: list[Path], second: list[Path], facts: dict[Pa
         same = [q for q in by_size[facts[path].size]
                 if q == path or (facts[q].digest is not None and facts[q].digest == facts[path].digest)]
         if same:
-            pairs.append((str(path), str(same[0])))
+            pairs.append((str(path), str(path if path in same else same[0])))
     return pairs
 
 
