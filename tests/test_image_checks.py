@@ -35,10 +35,11 @@ def jpeg_bytes(seed: int = 0, progressive: bool = False, size=(WIDTH, HEIGHT)) -
     return buffer.getvalue()
 
 
-def corrupt_png() -> bytes:
+def corrupt_png(size=(WIDTH, HEIGHT)) -> bytes:
     """A PNG whose header and end are whole but whose image data is damaged: only decoding it shows it."""
     buffer = io.BytesIO()
-    Image.fromarray(np.random.default_rng(1).integers(0, 256, (HEIGHT, WIDTH, 3), dtype=np.uint8)).save(buffer, "PNG")
+    pixels = np.random.default_rng(1).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(buffer, "PNG")
     data = bytearray(buffer.getvalue())
     start = data.index(b"IDAT") + 40
     data[start: start + 20] = bytes(b ^ 0x55 for b in data[start: start + 20])
