@@ -231,7 +231,7 @@ def test_validation_images_identical_to_training_images_are_named_hashing_only_e
     copy = tmp_path / "copy_of_a.bmp"
     copy.write_bytes(a.read_bytes())
     hashed = []
-    monkeypatch.setattr(preflight, "file_digest", lambda path: hashed.append(path.name) or file_digest(path))
+    monkeypatch.setattr(preflight, "file_digest", lambda path: hashed.append(Path(path).name) or file_digest(path))
     train = dataset([record(a, 0, (16, 16)), record(big, 1, (32, 32))])
     val = dataset([record(copy, 0, (16, 16)), record(other, 1, (16, 16)), record(big, 2, (32, 32))])
     findings = check_splits({"training": train, "validation": val}, cache_root=tmp_path / "cache",

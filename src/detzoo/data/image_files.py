@@ -156,7 +156,7 @@ def _all_bytes(source) -> bytes:
         source.seek(position)
 
 
-def file_digest(path: Path) -> str:
+def file_digest(path: str | os.PathLike) -> str:
     """SHA-256 of a file's bytes (exact duplicates: ``detzoo inspect`` and the pre-flight check)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:

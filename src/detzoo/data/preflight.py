@@ -125,20 +125,27 @@ def _decode_problem(path: Path) -> str | None:
     return None
 
 
+def default_threads() -> int:
+    """Threads of the check: 4 per CPU (up to 16), so that waiting for a disk or a network file system overlaps;
+    the parsing itself holds the GIL."""
+    return min(16, 4 * available_cpus())
+
+
 class FactsCache:
     """One JSON file per image folder under ``root`` (None: no cache): {"version", "folder", "files": {name:
-    [size, mtime_ns, format, stored, upright, problem, repair, digest]}}."""
+    [size, mtime_ns, format, stored, upright, problem, repair, digest]}}. Paths are absolute strings (pathlib's
+    parsing cost more than the rest of a cached file's check)."""
 
     def __init__(self, root: Path | None):
         self.root = root / CACHE_SUBFOLDER if root is not None else None
-        self.folders: dict[Path, dict[str, list]] = {}
-        self.changed: set[Path] = set()
+        self.folders: dict[str, dict[str, list]] = {}
+        self.changed: set[str] = set()
         self.error: str | None = None
 
-    def _file(self, folder: Path) -> Path:
-        return self.root / f"{sha256(str(folder).encode()).hexdigest()[:24]}.json"
+    def _file(self, folder: str) -> Path:
+        return self.root / f"{sha256(folder.encode()).hexdigest()[:24]}.json"
 
-    def load(self, folders: set[Path]) -> None:
+    def load(self, folders: set[str]) -> None:
         for folder in folders - self.folders.keys():
             self.folders[folder] = {}
             if self.root is None:
@@ -147,26 +154,28 @@ class FactsCache:
                 document = json.loads(self._file(folder).read_text())
             except (OSError, ValueError):
                 continue
-            if document.get("version") == CACHE_VERSION and document.get("folder") == str(folder):
+            if document.get("version") == CACHE_VERSION and document.get("folder") == folder:
                 self.folders[folder] = document.get("files", {})
 
-    def get(self, path: Path, stat: os.stat_result) -> FileFacts | None:
-        row = self.folders.get(path.parent, {}).get(path.name)
+    def get(self, path: str, stat: os.stat_result) -> FileFacts | None:
+        folder, name = os.path.split(path)
+        row = self.folders.get(folder, {}).get(name)
         if not row or row[0] != stat.st_size or row[1] != stat.st_mtime_ns:
             return None
         size, mtime_ns, format, stored, upright, problem, repair, digest = row
         return FileFacts(size, mtime_ns, format, tuple(stored) if stored else None,
                          tuple(upright) if upright else None, problem, repair, digest)
 
-    def put(self, path: Path, facts: FileFacts) -> None:
-        self.folders.setdefault(path.parent, {})[path.name] = list(astuple(facts))
-        self.changed.add(path.parent)
+    def put(self, path: str, facts: FileFacts) -> None:
+        folder, name = os.path.split(path)
+        self.folders.setdefault(folder, {})[name] = list(astuple(facts))
+        self.changed.add(folder)
 
     def save(self) -> None:
         if self.root is None:
             return
         for folder in self.changed:
-            document = {"version": CACHE_VERSION, "folder": str(folder), "files": self.folders[folder]}
+            document = {"version": CACHE_VERSION, "folder": folder, "files": self.folders[folder]}
             try:
                 write_text(self._file(folder), json.dumps(document, separators=(",", ":")))
             except OSError as exc:
@@ -175,23 +184,24 @@ class FactsCache:
         self.changed.clear()
 
 
-def _absolute(path: Path) -> Path:
-    return Path(os.path.abspath(path))
-
-
-def _facts_of(paths: list[Path], cache: FactsCache, pool: ThreadPoolExecutor) -> tuple[dict[Path, FileFacts], int]:
+def _facts_of(paths: list[str], cache: FactsCache, pool: ThreadPoolExecutor,
+              threads: int) -> tuple[dict[str, FileFacts], int]:
     """Facts of every existing file (a missing one has none), from the cache where size and mtime still match;
     also how many came from the cache."""
-    def one(path: Path) -> tuple[Path, FileFacts | None, bool]:
+    def one(path: str) -> tuple[str, FileFacts | None, bool]:
         try:
-            stat = path.stat()
+            stat = os.stat(path)
         except OSError:
             return path, None, False
         cached = cache.get(path, stat)
-        return (path, cached, True) if cached else (path, examine(path, stat), False)
+        return (path, cached, True) if cached else (path, examine(Path(path), stat), False)
 
+    # a few paths per task: one future per file would cost as much as a cached file's check
+    size = max(1, min(256, len(paths) // (4 * threads)))
+    chunks = [paths[start: start + size] for start in range(0, len(paths), size)]
     facts, hits = {}, 0
-    for path, found, hit in pool.map(one, paths):
+    for path, found, hit in (item for chunk in pool.map(lambda part: [one(p) for p in part], chunks)
+                             for item in chunk):
         if found is None:
             continue
         facts[path] = found
@@ -224,12 +234,13 @@ def check_entries(entries: dict[str, list[tuple[Path, str | None, tuple[int, int
     """The check itself, over (path, where it is listed, annotated (width, height) or None) per split."""
     started = time.perf_counter()
     findings = Findings(sizes={split: len(found) for split, found in entries.items()})
-    paths = {split: [_absolute(path) for path, _, _ in found] for split, found in entries.items()}
+    paths = {split: [os.path.abspath(path) for path, _, _ in found] for split, found in entries.items()}
     unique = list(dict.fromkeys(p for split_paths in paths.values() for p in split_paths))
     cache = FactsCache(cache_root if cache_root is not None else cache_folder())
-    cache.load({p.parent for p in unique})
-    with ThreadPoolExecutor(workers or min(16, 4 * available_cpus())) as pool:
-        facts, findings.cached = _facts_of(unique, cache, pool)
+    cache.load({os.path.dirname(p) for p in unique})
+    threads = workers or default_threads()
+    with ThreadPoolExecutor(threads) as pool:
+        facts, findings.cached = _facts_of(unique, cache, pool, threads)
         if duplicates_of is not None:
             first, second = (paths.get(name, []) for name in duplicates_of)
             findings.duplicates = cross_split_duplicates(first, second, facts, cache, pool)
@@ -266,16 +277,16 @@ def _size_problem(path: Path, facts: FileFacts, size: tuple[int, int] | None, or
     return None
 
 
-def cross_split_duplicates(first: list[Path], second: list[Path], facts: dict[Path, FileFacts], cache: FactsCache,
+def cross_split_duplicates(first: list[str], second: list[str], facts: dict[str, FileFacts], cache: FactsCache,
                            pool: ThreadPoolExecutor) -> list[tuple[str, str]]:
     """(image of ``first``, an identical image of ``second``) pairs: the same file, or the same bytes (hashed
     only where the byte sizes match)."""
-    by_size: dict[int, list[Path]] = defaultdict(list)
+    by_size: dict[int, list[str]] = defaultdict(list)
     for path in dict.fromkeys(second):
         if path in facts:
             by_size[facts[path].size].append(path)
     candidates = [p for p in dict.fromkeys(first) if p in facts and facts[p].size in by_size]
-    need: set[Path] = set()
+    need: set[str] = set()
     for path in candidates:
         others = [q for q in by_size[facts[path].size] if q != path]
         if others:  # (the same path listed in both splits needs no hashing)
@@ -289,11 +300,11 @@ def cross_split_duplicates(first: list[Path], second: list[Path], facts: dict[Pa
         same = [q for q in by_size[facts[path].size]
                 if q == path or (facts[q].digest is not None and facts[q].digest == facts[path].digest)]
         if same:
-            pairs.append((str(path), str(path if path in same else same[0])))
+            pairs.append((path, path if path in same else same[0]))
     return pairs
 
 
-def _digest_or_none(path: Path) -> str | None:
+def _digest_or_none(path: str) -> str | None:
     try:
         return file_digest(path)
     except OSError:
