@@ -240,7 +240,7 @@ def test_validation_images_identical_to_training_images_are_named_hashing_only_e
     assert sorted(hashed) == ["a.bmp", "copy_of_a.bmp", "other.bmp"]  # big.bmp's size is unique but for itself
     printed = []
     apply_findings(findings, False, "hint", log=printed.append)
-    assert printed[1] == (f"warning: 2 of 3 validation images are also training images (the same file or the same "
+    assert printed[1] == (f"warning: 2 of 3 validation image(s) are also training images (the same file or the same "
                           f"bytes): a leak that inflates the validation metric:\n  {copy} = {a}\n  {big} (listed in "
                           "both)")
 

@@ -154,3 +154,17 @@ def test_any_error_after_a_step_keeps_the_state_and_notes_the_resume_command(tmp
                                      f"{run / 'last.pt'}. Resume, once the cause is fixed, with:\n"
                                      f"  detzoo train --resume {run}"]
     assert (load(run)["step"], load(run)["batch_in_epoch"]) == (2, 2)
+
+
+@pytest.mark.slow
+def test_under_torchrun_rank_0_checks_and_every_process_stops_on_its_findings(tmp_path, shapes_copy):
+    bad = _image(shapes_copy[1], 2)
+    bad.write_bytes(bad.read_bytes()[:200])  # cut inside its headers
+    process = start_cli(fast_args(shapes_copy, tmp_path, "ddp", "train.epochs=1", val=True), torchrun_processes=2)
+    out, err = _finish(process)
+    assert process.returncode != 0
+    _assert_nothing_left(process)
+    assert out.count("checked 32 image file(s)") == 1  # rank 0 checked; rank 1 acted on the broadcast findings
+    for rank in (0, 1):
+        assert f"error (rank {rank}): 1 image(s) cannot be used (0 of 24 training, 1 of 8 validation)" in err
+    assert f"  {bad}: cannot decode image" in err and not (tmp_path / "ddp").exists()

@@ -317,7 +317,8 @@ def apply_findings(findings: Findings, skip_bad: bool, hint: str, splits: dict[s
     images that cannot be used raise one DataError naming every one of them (``hint``: the command's way to
     leave them out), or with ``skip_bad`` are dropped from their split in ``splits`` and counted."""
     counts = ", ".join(f"{len(findings.problems.get(s, []))} of {n} {s}" for s, n in findings.sizes.items())
-    messages = [message for found in findings.problems.values() for _, message in found]
+    # (a file listed in two splits is named once)
+    messages = list(dict.fromkeys(message for found in findings.problems.values() for _, message in found))
     cached = f", {findings.cached} from the cache" if findings.cached else ""
     log(f"checked {findings.files} image file(s) (header, EXIF orientation, end of file) in {findings.seconds:.2f} s"
         f"{cached}")
@@ -354,7 +355,7 @@ def _duplicates_warning(findings: Findings) -> str:
     first, second = findings.duplicates_of
     pairs, total = findings.duplicates, findings.sizes[first]
     which = f"all {total}" if len(pairs) == total else f"{len(pairs)} of {total}"
-    title = (f"warning: {which} {first} images are also {second} images (the same file or the same bytes): a leak "
+    title = (f"warning: {which} {first} image(s) are also {second} images (the same file or the same bytes): a leak "
              f"that inflates the {first} metric")
     if len(pairs) == total:
         return title
