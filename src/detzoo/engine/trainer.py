@@ -225,20 +225,21 @@ class Trainer:
         checkpoint (the previous one stands) nor after a TrainingError (a diverged state; its message names the
         last checkpoint) - and note on the error where the state is and the command that resumes (rank 0).
         Nothing collective: the other processes may be gone."""
+        if not self.dist.is_main:
+            return
         last = self.run_dir / "last.pt"
         saved = ""
         if self.step > steps_at_start and not self._saving and not isinstance(exc, TrainingError):
-            state = self.state_dict(gather=False)
-            if self.finished_epoch is not None and self.finished_epoch[0] == self.epoch:
-                state["finished_epoch_row"] = self.finished_epoch[1]  # the resumed run evaluates this epoch first
-            if self.dist.is_main:
-                try:
-                    atomic_save(state, last)
-                except Exception as save_error:  # noqa: BLE001 - reported on the error being raised
-                    add_note(exc, f"the training state could not be saved to {last}: {save_error}")
-                    return
+            try:
+                state = self.state_dict(gather=False)
+                if self.finished_epoch is not None and self.finished_epoch[0] == self.epoch:
+                    state["finished_epoch_row"] = self.finished_epoch[1]  # the resumed run evaluates it first
+                atomic_save(state, last)
+            except Exception as save_error:  # noqa: BLE001 - reported on the error being raised, not instead of it
+                add_note(exc, f"the training state could not be saved to {last}: {save_error}")
+                return
             saved = f"; state saved to {last}"
-        if not self.dist.is_main or not last.is_file():
+        if not last.is_file():
             return
         add_note(exc, f"training stopped by this error at epoch {self.epoch + 1}, step {self.step}{saved}. Resume, "
                       f"once the cause is fixed, with:\n  {resume_command(self.run_dir, self.dist)}")
