@@ -4,7 +4,10 @@ skips them (``make test`` fetches what is missing first: ``make data``)."""
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +16,11 @@ import torch
 from fast_training import TRAIN_IMAGES
 
 ROOT = Path(__file__).resolve().parents[1]
+
+# The image checks' cache (data.preflight) in a folder of this test session, never the user's ~/.cache; set before
+# any test runs, so subprocesses inherit it.
+os.environ["DETZOO_CACHE"] = tempfile.mkdtemp(prefix="detzoo-test-cache-")
+atexit.register(shutil.rmtree, os.environ["DETZOO_CACHE"], True)
 
 # Two threads on the 2-core CI machine; OMP_NUM_THREADS (e.g. 1 when several test runs share the cores) wins.
 torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", max(1, min(2, os.cpu_count() or 1)))))

@@ -398,6 +398,8 @@ def main(argv: list[str] | None = None) -> int:
     except (DetzooError, FileNotFoundError) as exc:
         where = f" (rank {process_rank()})" if launched_by_torchrun() else ""
         print(f"error{where}: {exc}", file=sys.stderr)
+        for note in getattr(exc, "__notes__", ()):  # e.g. the trainer's: where the state is, how to resume
+            print(note, file=sys.stderr)
         return 2
 
 

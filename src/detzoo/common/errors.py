@@ -30,3 +30,12 @@ class ExportError(DetzooError):
 
 class TrainingError(DetzooError):
     """Training cannot go on (e.g. too many non-finite losses in a row)."""
+
+
+def add_note(exc: BaseException, note: str) -> None:
+    """``exc.add_note(note)`` (Python 3.11+; the same ``__notes__`` list on 3.10). The CLI prints the notes of
+    an error below its one line; Python's traceback shows them after the message."""
+    if hasattr(exc, "add_note"):
+        exc.add_note(note)
+    else:  # pragma: no cover - Python 3.10
+        exc.__notes__ = [*getattr(exc, "__notes__", []), note]

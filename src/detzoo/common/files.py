@@ -67,3 +67,15 @@ def remove_stale_temp_files(folder: str | Path) -> list[Path]:
     for path in stale:
         path.unlink(missing_ok=True)
     return stale
+
+
+CACHE_ENV = "DETZOO_CACHE"
+
+
+def cache_folder() -> Path:
+    """Where detzoo keeps what it may compute again (the image checks of ``data.preflight``): ``$DETZOO_CACHE``,
+    else ``$XDG_CACHE_HOME/detzoo``, else ``~/.cache/detzoo``. Made by whoever writes to it."""
+    if os.environ.get(CACHE_ENV):
+        return Path(os.environ[CACHE_ENV]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "detzoo"

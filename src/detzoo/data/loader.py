@@ -15,42 +15,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps, UnidentifiedImageError
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import Dataset, Sampler, get_worker_info
 from torchvision import tv_tensors
 
-from .records import DataError, DetectionData, ImageRecord, upright_size
+from .image_files import decode_rgb as decode_rgb  # re-exported: its former home
+from .image_files import read_image as read_image
+from .records import DataError, DetectionData, ImageRecord
 from .transforms import Preprocess, eval_transform
-
-
-def read_image(record: ImageRecord) -> torch.Tensor:
-    """Decode to uint8 RGB [3,H,W] in the pixels the annotation's size describes (see ``decode_rgb``)."""
-    return decode_rgb(record.path, origin=record.origin, size=(record.width, record.height))
-
-
-def decode_rgb(path, *, origin: str | None = None, size: tuple[int, int] | None = None) -> torch.Tensor:
-    """An image file -> uint8 RGB [3,H,W] (Pillow; the whole file is decoded, so truncation is caught), EXIF
-    orientation applied, as viewers and labelling tools show it and as detectron2 and MMDetection read it.
-    With the (width, height) an annotation gives: the stored pixels instead when only they have that size (an
-    annotation made by a tool that ignored EXIF, e.g. of a COCO or VOC file); DataError when neither has it."""
-    try:
-        with Image.open(path) as image:
-            stored, upright = image.size, upright_size(image)
-            if size is not None and tuple(size) != upright and tuple(size) != stored:
-                turned = f" (stored {stored[0]}x{stored[1]}, EXIF-rotated)" if stored != upright else ""
-                raise DataError(f"{path}: image is {upright[0]}x{upright[1]}{turned} but {origin} says "
-                                f"{size[0]}x{size[1]}")
-            if size is None or tuple(size) == upright:
-                image = ImageOps.exif_transpose(image)
-            pixels = np.array(image.convert("RGB"))
-    except DataError:
-        raise
-    except FileNotFoundError:
-        where = f" (listed in {origin})" if origin else ""
-        raise DataError(f"{path}: image file not found{where}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-        raise DataError(f"{path}: cannot decode image (corrupt or truncated?): {exc}") from None
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+from .workers import BadSample, CheckedLoader
 
 
 def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
@@ -61,7 +33,9 @@ def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
 
 class DetectionDataset(Dataset):
     """Item ``i`` or ``(i, seed)`` -> (uint8 image [3,H,W], target) after the transform; ``None`` for a
-    bad sample when ``skip_bad`` is set (the collate counts those)."""
+    bad sample when ``skip_bad`` is set (the collate counts those). A bad sample otherwise raises its DataError,
+    except in a DataLoader worker: there it is returned as a ``workers.BadSample``, which ``Collate`` and
+    ``workers.CheckedLoader`` (the loaders below) raise in the main process in the same words."""
 
     def __init__(self, data: DetectionData, transform, skip_bad: bool = False):
         self.data = data
@@ -79,9 +53,11 @@ class DetectionDataset(Dataset):
                 image, target = self.transform(record, record_target(record), seed)
             else:
                 image, target = self._transformed(read_image(record), record_target(record), seed)
-        except DataError:
+        except DataError as exc:
             if self.skip_bad:
                 return None
+            if get_worker_info() is not None:  # raised here, it would reach the user inside the worker's traceback
+                return BadSample(str(exc))
             raise
         target["boxes"] = target["boxes"].float()
         target["image_id"] = record.image_id
@@ -111,6 +87,7 @@ class Batch:
     targets: list[dict]
     image_sizes: list[tuple[int, int]]  # (h, w) of each image before padding
     skipped: int = 0  # bad samples dropped from this batch (skip_bad)
+    error: str | None = None  # a bad sample met in a worker: CheckedLoader raises it as a DataError
     extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
@@ -130,6 +107,9 @@ class Collate:
         self.size_divisible = size_divisible
 
     def __call__(self, samples: list) -> Batch:
+        bad = next((s for s in samples if isinstance(s, BadSample)), None)
+        if bad is not None:
+            return Batch(torch.zeros(0, 3, 1, 1, dtype=torch.uint8), [], [], error=bad.message)
         good = [s for s in samples if s is not None]
         skipped = len(samples) - len(good)
         if not good:
@@ -214,8 +194,9 @@ def loader_kwargs(workers: int) -> dict:
 
 
 def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_divisible: int,
-                 workers: int) -> DataLoader:
-    return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible), **loader_kwargs(workers))
+                 workers: int) -> CheckedLoader:
+    return CheckedLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible),
+                         **loader_kwargs(workers))
 
 
 def padded_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
@@ -254,13 +235,13 @@ class InferenceBatchSampler(Sampler):
 
 
 def inference_loader(data: DetectionData, preprocess: Preprocess, batch_size: int, workers: int = 0,
-                     rank: int = 0, world_size: int = 1) -> DataLoader:
+                     rank: int = 0, world_size: int = 1) -> CheckedLoader:
     """Batches of ``data`` resized for a model (no augmentation, ``InferenceBatchSampler``), for evaluation,
     prediction, precise BN, export checks and quantization calibration. With several processes each takes
     every ``world_size``-th image (no padding, so nothing is evaluated twice)."""
     sampler = InferenceBatchSampler(data, preprocess, batch_size, rank, world_size)
-    return DataLoader(DetectionDataset(data, eval_transform(preprocess)), batch_sampler=sampler,
-                      collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers))
+    return CheckedLoader(DetectionDataset(data, eval_transform(preprocess)), batch_sampler=sampler,
+                         collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers))
 
 
 def dataset_order(loader) -> list[int] | None:

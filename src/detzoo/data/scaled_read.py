@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from PIL import Image, UnidentifiedImageError
 
-from .loader import read_image
+from .image_files import read_image
 from .records import ImageRecord
 
 

@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms.v2 import functional as F
 
 from ..common.structures import Detections
-from ..data.loader import read_image
+from ..data.image_files import read_image
 from ..data.records import DataError, DetectionData, ImageRecord
 from ..evaluation import EvalResult, plots
 from ..evaluation.confusion import confusion_matrix

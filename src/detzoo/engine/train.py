@@ -25,6 +25,8 @@ from ..common.files import remove_stale_temp_files
 from ..common.memory import retain_freed_memory
 from ..data.formats import read_datasets
 from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
+from ..data.preflight import apply_findings, check_splits
+from ..data.records import DetectionData
 from ..data.transforms import train_transform
 from ..models.weights import build_model, load_backbone_weights, load_transfer_weights
 from .callbacks import EvalPictures, PlotCurves, TensorBoardLogger, tensorboard_available
@@ -154,6 +156,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     class_names = train_data.class_names
     val_data = (read_datasets(config.data.val, class_names, config.data.skip_bad)
                 if config.data.val and cfg.eval_every > 0 else None)  # not read when never evaluated
+    check_images(train_data, val_data, config.data.skip_bad, dist, log)
     model = prepare_model(config, config.model.num_classes or len(class_names), log)
     if cfg.sync_bn and dist.enabled:
         model = torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)
@@ -200,6 +203,23 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
         log(trainer.last_eval.report)
     log(f"done: {run_dir}")
     return run_dir
+
+
+def check_images(train_data: DetectionData, val_data: DetectionData | None, skip_bad: bool, dist: DistInfo,
+                 log) -> None:
+    """The pre-flight check of every training and validation image (``data.preflight``) before the model is
+    built: problems stop the run in one line each, or with ``skip_bad`` leave those images out; repairs and
+    validation images identical to training images are warned about. Rank 0 checks, every process acts on
+    its findings (the same records everywhere)."""
+    splits = {"training": train_data, **({"validation": val_data} if val_data is not None else {})}
+    findings = None
+    if dist.is_main:
+        findings = check_splits(splits, duplicates_of=("validation", "training") if val_data is not None else None)
+    if dist.enabled:
+        holder = [findings]
+        torch.distributed.broadcast_object_list(holder, src=0)
+        findings = holder[0]
+    apply_findings(findings, skip_bad, "data.skip_bad=true leaves them out", splits, log)
 
 
 def _broadcast(text: str, dist: DistInfo) -> str:

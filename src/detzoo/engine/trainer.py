@@ -9,6 +9,10 @@ Under DDP every decision is taken by all processes together, from one small all-
 carries the losses of every process and a "stop" flag: a non-finite loss on any process skips the step
 everywhere (and aborts after ``max_nonfinite`` in a row), and SIGINT/SIGTERM reaching any process stops all
 of them after the same step, with ``last.pt`` saved and the command that resumes printed.
+
+Any other error stops the DataLoader workers at once and, once the run has taken an optimiser step, leaves a
+resumable ``last.pt`` too (an epoch whose evaluation failed is kept with its row: the resumed run evaluates it
+first), with the resume command as a note on the error (``fit``).
 """
 
 from __future__ import annotations
@@ -28,10 +32,11 @@ from ..common.checkpoints import atomic_save, model_payload
 from ..common.config import Config
 from ..common.device import data_workers
 from ..common.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
-from ..common.errors import TrainingError
+from ..common.errors import TrainingError, add_note
 from ..data.loader import Batch
 from ..data.records import DetectionData
 from ..data.transforms import normalize
+from ..data.workers import stop_loader_workers
 from .ema import ema_state, load_ema_state
 from .evaluate import evaluate_model
 from .precise_bn import recompute_bn_statistics
@@ -114,12 +119,15 @@ class Trainer:
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
         self.last_eval = None
         self.last_eval_detections: list = []  # the detections behind last_eval (rank 0), for the pictures
+        self.finished_epoch: tuple[int, dict] | None = None  # (epoch, its row) while its end is not yet saved
+        self._saving = False  # a checkpoint is being written (an error there is not followed by another write)
 
     # ------------------------------------------------------------------ state
 
-    def state_dict(self) -> dict:
+    def state_dict(self, gather: bool = True) -> dict:
         """Everything needed to continue exactly. Under DDP every process calls it at the same point: the
-        random states of all processes are gathered (rank r restores its own)."""
+        random states of all processes are gathered (rank r restores its own); ``gather=False`` (after an
+        error, when the other processes may not be there) keeps this process's alone."""
         rng = rng_states()
         state = model_payload(self.model, self.config.to_dict(), self.class_names)
         state.update({
@@ -135,7 +143,7 @@ class Trainer:
             "nonfinite_in_row": self.nonfinite_in_row,
             "skipped_samples": self.skipped_samples,
             "rng": rng,
-            "rng_per_rank": all_gather_objects(rng) if self.dist.enabled else [rng],
+            "rng_per_rank": all_gather_objects(rng) if self.dist.enabled and gather else [rng],
             "callbacks": [c.state_dict() if hasattr(c, "state_dict") else {} for c in self.callbacks],
         })
         if self.ema is not None:
@@ -165,13 +173,17 @@ class Trainer:
         # care: it is seeded per sample)
         restore_rng_states(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
         self.metrics.truncate(self.epoch)
+        if state.get("finished_epoch_row") is not None:  # saved after an error at the end of this epoch
+            self.finished_epoch = (self.epoch, dict(state["finished_epoch_row"]))
 
     def save(self, *names: str) -> None:
         """Write the state to each named file in the run folder (rank 0). Every process must call it."""
+        self._saving = True
         state = self.state_dict()
         if self.dist.is_main:
             for name in names:
                 atomic_save(state, self.run_dir / name)
+        self._saving = False
 
     # ------------------------------------------------------------------ loop
 
@@ -180,19 +192,57 @@ class Trainer:
             tqdm.write(text)
 
     def fit(self) -> None:
+        """Train to the last epoch (or ``max_steps``, an early stop, a stop request). On an error the workers
+        are stopped at once and the state is kept (``_keep_state_after_error``) before the error goes on."""
+        steps_at_start = self.step
         try:
             with self.stop_request:
                 for callback in self.callbacks:
                     callback.before_train(self)
                 while self.epoch < self.cfg.epochs and not self._max_steps_reached():
-                    row = self._train_epoch()
+                    finished = self.finished_epoch  # from last.pt: trained, its end (evaluation) failed
+                    row = finished[1] if finished and finished[0] == self.epoch else self._train_epoch()
                     if row is None:  # stopped inside the epoch (max_steps)
                         break
-                    if self._end_epoch(row):
+                    self.finished_epoch = (self.epoch, dict(row))  # kept by an error before _end_epoch saves
+                    stop = self._end_epoch(row)
+                    self.finished_epoch = None
+                    if stop:
                         break
+        except TrainingInterrupted:  # a stop request: saved, and the resume command printed
+            raise
+        except BaseException as exc:
+            stop_loader_workers()  # or, kept alive by the error's traceback, they would block the exit
+            if not isinstance(exc, KeyboardInterrupt):  # a repeated signal means "now", without saving
+                self._keep_state_after_error(exc, steps_at_start)
+            raise
         finally:
             for callback in self.callbacks:
                 callback.after_train(self)
+
+    def _keep_state_after_error(self, exc: BaseException, steps_at_start: int) -> None:
+        """Save ``last.pt`` when this run has taken an optimiser step - not when the error came from writing a
+        checkpoint (the previous one stands) nor after a TrainingError (a diverged state; its message names the
+        last checkpoint) - and note on the error where the state is and the command that resumes (rank 0).
+        Nothing collective: the other processes may be gone."""
+        if not self.dist.is_main:
+            return
+        last = self.run_dir / "last.pt"
+        saved = ""
+        if self.step > steps_at_start and not self._saving and not isinstance(exc, TrainingError):
+            try:
+                state = self.state_dict(gather=False)
+                if self.finished_epoch is not None and self.finished_epoch[0] == self.epoch:
+                    state["finished_epoch_row"] = self.finished_epoch[1]  # the resumed run evaluates it first
+                atomic_save(state, last)
+            except Exception as save_error:  # noqa: BLE001 - reported on the error being raised, not instead of it
+                add_note(exc, f"the training state could not be saved to {last}: {save_error}")
+                return
+            saved = f"; state saved to {last}"
+        if not last.is_file():
+            return
+        add_note(exc, f"training stopped by this error at epoch {self.epoch + 1}, step {self.step}{saved}. Resume, "
+                      f"once the cause is fixed, with:\n  {resume_command(self.run_dir, self.dist)}")
 
     def _max_steps_reached(self) -> bool:
         return self.cfg.max_steps is not None and self.step >= self.cfg.max_steps

@@ -34,6 +34,7 @@ def inspect_dataset(spec: DatasetSpec, class_names: list[str] | None = None, mod
     report = {"source": data.source, "format": data.format, "classes": data.class_names,
               "statistics": dataset_statistics(data),
               "problems": data.problems + images.problems,
+              "repaired": images.repairs,
               "duplicates": images.duplicates}
     if model is not None:  # built before the long pass over the images, so a wrong name fails at once
         report["anchor_coverage"] = anchor_coverage(data, model, model_name)

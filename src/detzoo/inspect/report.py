@@ -55,6 +55,8 @@ def format_report(report: dict) -> str:
     out += ["", f"duplicate images (identical files): {len(report['duplicates'])} group(s)"]
     out += [f"  {' = '.join(group)}" for group in report["duplicates"]]
     out += [f"problems: {len(report['problems'])}"] + [f"  {message}" for message in report["problems"]]
+    out += [f"repaired (truncated JPEGs, decoded from the data they hold): {len(report['repaired'])}"]
+    out += [f"  {message}" for message in report["repaired"]]
     return "\n".join(out)
 
 

@@ -10,6 +10,7 @@ from ..common.config import DatasetSpec
 from ..common.errors import ConfigError
 from ..common.structures import Detections, write_coco_results
 from ..data.formats import read_dataset
+from ..data.preflight import apply_findings, check_splits
 from ..engine.pictures import write_evaluation_pictures
 from ..evaluation import EvalResult, evaluate_detections
 from .predictor import Predictor
@@ -48,6 +49,7 @@ def evaluate_dataset(predictor: Predictor, spec: DatasetSpec, out: str | Path, c
     model's order, for formats without names), predict every image, score, write ``out/detections.json`` and
     the pictures (PR curves, AP per class, confusion matrix, samples)."""
     data = read_dataset(spec, classes or predictor.class_names, skip_bad)
+    apply_findings(check_splits({"evaluation": data}), skip_bad, "--skip-bad leaves them out", {"evaluation": data})
     if data.class_names != predictor.class_names:
         raise ConfigError(f"the dataset's classes {data.class_names} differ from the model's "
                           f"{predictor.class_names}; pass --classes in the model's order")

@@ -26,7 +26,7 @@ from pathlib import Path
 from ..common.errors import ConfigError
 from ..common.files import temp_path, write_json, write_text
 from ..common.structures import Detections
-from ..data.loader import decode_rgb
+from ..data.image_files import decode_rgb
 from ..visualize import save_drawn
 
 RUN_RESULTS = "detections.json"

@@ -11,6 +11,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from ..common.config import track_settings
+from ..data.preflight import apply_findings, check_files
 from ..engine.signals import StopRequest
 from ..models.selection import SelectOptions
 from ..tracking.counting import parse_line, parse_zone
@@ -77,6 +78,8 @@ def predict_command(model: str, source: str, settings: PredictSettings, device: 
 
 
 def run_images(predictor: Predictor, source: ImageSource, options: SelectOptions, settings: PredictSettings) -> int:
+    # every image checked first (data.preflight): all that cannot be read named at once, repairs named
+    apply_findings(check_files(source.paths), skip_bad=False, hint="leave them out of the source")
     outputs = ImageOutputs(settings.out, source.paths, source.root, predictor.class_names, settings.draw,
                            settings.save_txt)
     data = unlabelled_data(source.paths, predictor.class_names)

@@ -1,22 +1,25 @@
 """From uploaded bytes to a decoded image, refusing what could hurt the service before it is decoded: only
 whitelisted formats (Pillow identifies them from the header), and a pixel count read from the header (a
-48 KB PNG can declare 20000 x 20000 pixels). The decoding itself is ``data.loader.decode_rgb`` (Pillow, EXIF
-orientation applied), the same as everywhere else in detzoo."""
+48 KB PNG can declare 20000 x 20000 pixels). The decoding itself is ``data.image_files.decode_image`` (Pillow,
+EXIF orientation applied, the truncated-JPEG rule), the same as everywhere else in detzoo; a repaired upload is
+answered as any other and logged."""
 
 from __future__ import annotations
 
 import io
+import logging
 from dataclasses import dataclass
 
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from ..common.errors import DataError
-from ..data.loader import decode_rgb
+from ..data.image_files import decode_image
 from .errors import RequestError
 from .settings import IMAGE_FORMATS
 
-OPENED_AS = [f for f in IMAGE_FORMATS if f != "MPO"]  # Pillow's JPEG plugin itself returns MPO files
+OPENED_AS = [f for f in IMAGE_FORMATS if f != "MPO"]
+log = logging.getLogger("detzoo.serve")  # Pillow's JPEG plugin itself returns MPO files
 
 
 @dataclass
@@ -66,6 +69,9 @@ def decode_upload(upload: Upload, max_pixels: int) -> torch.Tensor:
     truncated or corrupt image."""
     check_header(upload, max_pixels)
     try:
-        return decode_rgb(_NamedBytes(upload.data, upload.name))  # EXIF orientation applied
+        decoded = decode_image(_NamedBytes(upload.data, upload.name))  # EXIF orientation applied
     except DataError as exc:
         raise RequestError(400, str(exc)) from None
+    if decoded.repair:
+        log.warning("%s", decoded.repair)
+    return decoded.pixels
