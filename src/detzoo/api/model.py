@@ -230,6 +230,8 @@ class Model(torch.nn.Module):
             else:
                 model = copy.deepcopy(self._module()).eval()
                 model.__dict__.pop("detect", None)  # a torch.hub bf16 wrapper calls the original; the backend
+                if self.config is not None:  # the checkpoint's tracker settings, as Predictor.from_file
+                    settings["tracking"] = self.config.track
                 self._predictor = Predictor.from_model(model, self.class_names, self.device,  # does precision
                                                        self.precision, **settings)
         return self._predictor

@@ -22,6 +22,7 @@ import torch
 from ..common.errors import ConfigError
 from ..common.structures import Detections
 from ..data.loader import decode_rgb
+from ..data.preflight import apply_findings, check_files
 from ..models.selection import SelectOptions
 from ..visualize import draw, save_drawn
 from .arrays import rgb_tensors
@@ -136,8 +137,10 @@ def predict_results(predictor: Predictor, source: Source, options: SelectOptions
 
 
 def _image_results(predictor: Predictor, source: ImageSource, options: SelectOptions | None) -> Iterator[Result]:
+    # every image checked first (data.preflight), as `detzoo predict` does: all that cannot be read named at once
+    apply_findings(check_files(source.paths), skip_bad=False, hint="leave them out of the source")
     names = output_names(source.paths, source.root)
-    data = unlabelled_data(source.paths, predictor.class_names)  # reads every image's size: bad files fail here
+    data = unlabelled_data(source.paths, predictor.class_names)
 
     def results() -> Iterator[Result]:
         for det in predictor.predict_data(data, options):
