@@ -6,7 +6,7 @@ clip -> step -> EMA), then the epoch end: evaluation when due, checkpoints (``la
 continue exactly is in ``last.pt``, also when it is written every ``save_every_steps`` inside an epoch.
 
 The step never waits for the device: a step whose loss (on any process) or gradient is not finite is skipped
-on the device (``optim.step_unless``; the EMA's update is scaled by 0), and the host learns about it from
+on the device (``optim.step_unless``; the EMA keeps its values too), and the host learns about it from
 ``collect``, which brings the steps' records over every ``train.log_every_steps`` steps, before every
 checkpoint and at the end of each epoch - in step order: warnings, the count of non-finite steps in a row
 (an error after ``max_nonfinite``), the epoch's running losses, the progress shown.
