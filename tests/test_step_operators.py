@@ -110,3 +110,31 @@ def test_the_same_on_the_cpu_with_the_fused_optimizer(loss, tmp_path):
     large = _step_operators("ssd300_mobilenetv2", loss, 32, "cpu", tmp_path, options)
     assert small == large, (small - large) + (large - small)
     assert sum(small.values()) > 1000  # the whole step was counted: forward, backward, optimiser
+
+
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("loss", ["focal", "softmax"])
+def test_a_cuda_training_step_never_waits_for_the_gpu(loss, tmp_path):
+    """With CUDA's synchronisation check set to "error", a whole step (pinned batch copied in, forward, loss,
+    backward, the non-finite check, the fused optimiser's step, the EMA) raises at the first wait."""
+    from detzoo.engine.ema import build_ema
+
+    torch.manual_seed(0)
+    model = create_model("ssd300_mobilenetv2", num_classes=CLASSES, loss=loss).cuda()
+    config = load_config(None, ["train.batch_size=8", "train.grad_clip=10.0"])
+    optimizer = build_optimizer(model, config.train, 8)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    trainer = Trainer(config, model, StepModule(model), None, None, optimizer, scheduler, torch.device("cuda"),
+                      tmp_path, ["a", "b", "c"], ema=build_ema(model, 0.99, 10))
+    trainer.set_train_mode()
+    batch = _batch(8, model.preprocess.size[0]).pin_memory()
+    trainer.train_step(batch)  # the first step makes the optimiser's state and the cached constants
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(3):
+            trainer.train_step(batch)
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+    assert trainer.collect() is not None and trainer.nonfinite_in_row == 0

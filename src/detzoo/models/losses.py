@@ -68,7 +68,8 @@ class SSDLoss(nn.Module):
 
     def _focal(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """Over every anchor that is not ignored; background anchors have an all-zero target row."""
-        one_hot = F.one_hot(labels.clamp(min=BACKGROUND) + 1, logits.shape[-1] + 1)[..., 1:].to(logits.dtype)
+        classes = torch.arange(logits.shape[-1], device=logits.device)
+        one_hot = (labels[..., None] == classes).to(logits.dtype)  # BACKGROUND and IGNORE match no class
         terms = sigmoid_focal_loss(logits, one_hot, alpha=self.alpha, gamma=self.gamma, reduction="none")
         return torch.where((labels != IGNORE)[..., None], terms, 0.0).sum()
 
