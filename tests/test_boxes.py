@@ -7,10 +7,18 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torchvision.ops import box_iou
 
+from detzoo.data.targets import Targets
 from detzoo.models import create_model
 from detzoo.models.anchors import ssd300_mobilenetv2_anchors
 from detzoo.models.box_coder import BoxCoder
-from detzoo.models.matching import BACKGROUND, IGNORE, match_anchors
+from detzoo.models.matching import BACKGROUND, IGNORE
+from detzoo.models.matching import match_anchors as match_batch
+
+
+def match_anchors(anchors, gt, iou_threshold, ignore=None):
+    """One image through the batched matching."""
+    target = {"boxes": gt, "labels": torch.zeros(len(gt), dtype=torch.long), "iscrowd": ignore}
+    return match_batch(anchors, Targets.from_dicts([target]), iou_threshold)[0]
 
 coord = st.floats(0, 500, allow_nan=False)
 size = st.floats(1, 300, allow_nan=False)

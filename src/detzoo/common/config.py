@@ -126,6 +126,8 @@ class TrainConfig:
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     channels_last: bool = False  # NHWC weights and batches: 1.2-1.7x faster SSD training on the CPU (bench_ssd.py)
     max_steps: int | None = None  # stop after this many steps in total (smoke tests, profiling)
+    log_every_steps: int = 10  # bring losses to the host (bar, TensorBoard, checks) every N steps: the step's one wait
+    progress_every_s: float = 30.0  # without a progress bar (stderr not a terminal): a progress line every N s; 0 = off
 
 
 @dataclass

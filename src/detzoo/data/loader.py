@@ -21,6 +21,7 @@ from torchvision import tv_tensors
 from .image_files import decode_rgb as decode_rgb  # re-exported: its former home
 from .image_files import read_image as read_image
 from .records import DataError, DetectionData, ImageRecord
+from .targets import Targets
 from .transforms import Preprocess, eval_transform
 from .workers import BadSample, CheckedLoader
 
@@ -84,14 +85,23 @@ class DetectionDataset(Dataset):
 @dataclass
 class Batch:
     images: torch.Tensor  # uint8 [N,3,H,W], padded (normalize with image_sizes makes the padding 0)
-    targets: list[dict]
+    targets: Targets  # padded tensors for batched losses, and one dict per image (a list of dicts is padded)
     image_sizes: list[tuple[int, int]]  # (h, w) of each image before padding
     skipped: int = 0  # bad samples dropped from this batch (skip_bad)
     error: str | None = None  # a bad sample met in a worker: CheckedLoader raises it as a DataError
     extra: dict = field(default_factory=dict)
 
+    def __post_init__(self):
+        self.targets = Targets.from_dicts(self.targets)
+
     def __len__(self) -> int:
         return len(self.targets)
+
+    def pin_memory(self) -> Batch:
+        """Page-locked images and targets (the DataLoader's ``pin_memory=True`` calls this; a dataclass it
+        does not know would stay pageable, and a copy from pageable memory to a GPU waits for the GPU)."""
+        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.image_sizes, self.skipped,
+                     self.extra)
 
 
 def padded_side(side: int, size_divisible: int) -> int:
@@ -100,8 +110,9 @@ def padded_side(side: int, size_divisible: int) -> int:
 
 
 class Collate:
-    """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them. The model sees
-    the padding as 0 after ``transforms.normalize(images, preprocess, batch.image_sizes)``."""
+    """Pad images to the largest in the batch (rounded up to ``size_divisible``) and stack them; pad the targets
+    to the batch's largest object count (``targets.Targets``). The model sees the image padding as 0 after
+    ``transforms.normalize(images, preprocess, batch.image_sizes)``."""
 
     def __init__(self, size_divisible: int = 1):
         self.size_divisible = size_divisible

@@ -9,6 +9,7 @@ torchvision ``transforms.v2``.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import torch
@@ -59,15 +60,25 @@ def normalize(images: torch.Tensor, preprocess: Preprocess,
     """uint8 [N,3,H,W] (any device) -> normalised float32. With ``image_sizes`` (each image's (h, w) before
     batch padding) the padding is 0 after normalising, as torchvision, detectron2 and MMDetection pad: the
     model sees the same zeros around an image whatever batch it is in (normalised uint8 zeros would be
-    ``-mean / std``, about -2.1)."""
+    ``-mean / std``, about -2.1). Nothing here waits for the device, and a batch without padding (every
+    SSD batch) costs the same few operations whatever its size."""
     images = images.float().div_(255.0)
-    mean = torch.tensor(preprocess.mean, device=images.device).view(1, 3, 1, 1)
-    std = torch.tensor(preprocess.std, device=images.device).view(1, 3, 1, 1)
-    images = images.sub_(mean).div_(std)
-    for image, (height, width) in zip(images, image_sizes or ()):
-        image[:, height:].zero_()
-        image[:, :height, width:].zero_()
+    images = images.sub_(_channel_values(preprocess.mean, images.device)).div_(
+        _channel_values(preprocess.std, images.device))
+    height, width = images.shape[-2:]
+    for index, (image_height, image_width) in enumerate(image_sizes or ()):
+        if image_height < height:
+            images[index, :, image_height:].zero_()
+        if image_width < width:
+            images[index, :, :image_height, image_width:].zero_()
     return images
+
+
+@functools.lru_cache(maxsize=16)
+def _channel_values(values: tuple[float, float, float], device: torch.device) -> torch.Tensor:
+    """[1,3,1,1] on ``device``, made once: a fresh ``torch.tensor(..., device=cuda)`` is a copy that waits
+    for the GPU to finish its queued work."""
+    return torch.tensor(values, device=device).view(1, 3, 1, 1)
 
 
 def _resize(preprocess: Preprocess) -> v2.Transform:

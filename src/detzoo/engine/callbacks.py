@@ -116,7 +116,7 @@ def tensorboard_available() -> bool:
 
 
 class TensorBoardLogger(Callback):
-    """Per-step losses and learning rate, per-epoch rows (validation metrics under ``val/``), written to
+    """Losses (means over each ``train.log_every_steps`` interval) and learning rate, per-epoch rows (validation metrics under ``val/``), written to
     ``<run>/tensorboard``. After a resume, events past the resume step are purged, so curves do not fork."""
 
     def __init__(self, folder: Path):
@@ -129,7 +129,9 @@ class TensorBoardLogger(Callback):
         # events after the step resumed from are those of the lost steps: purge them
         self.writer = SummaryWriter(str(self.folder), purge_step=trainer.step + 1 if trainer.step > 0 else None)
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None:
+    def after_interval(self, trainer: Trainer, losses: dict[str, float]) -> None:
+        """The mean losses of the steps just collected (every ``train.log_every_steps`` steps), at the step
+        reached."""
         for key, value in losses.items():
             self.writer.add_scalar(f"train/{key}", value, trainer.step)
         self.writer.add_scalar("train/lr", trainer.optimizer.param_groups[0]["lr"], trainer.step)

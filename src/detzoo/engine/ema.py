@@ -1,4 +1,4 @@
-"""Exponential moving average (EMA) of the weights, kept by torch's ``AveragedModel``.
+"""Exponential moving average (EMA) of the weights, kept in torch's ``AveragedModel``.
 
 The decay ramps up over the first updates, ``decay x (1 - exp(-updates / warmup))`` (the YOLOv5 / timm
 practice): with a constant 0.9998 the average would still be 80 % random initialisation after a thousand
@@ -12,7 +12,7 @@ import math
 
 import torch
 from torch import nn
-from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+from torch.optim.swa_utils import AveragedModel
 
 
 def ema_decay(updates: int, decay: float, warmup: int) -> float:
@@ -20,27 +20,45 @@ def ema_decay(updates: int, decay: float, warmup: int) -> float:
     return decay * (1.0 - math.exp(-updates / warmup)) if warmup > 0 else decay
 
 
-class WarmupEMA:
-    """``AveragedModel``'s ``multi_avg_fn``: one EMA update of a group of same-dtype tensors."""
+class WarmupEMA(AveragedModel):
+    """torch's ``AveragedModel`` (the averaged copy, its update count, its state dict) with the warm-up decay
+    and an update that never waits for the device: ``AveragedModel.update_parameters`` copies its count to
+    the device and reads it back every step; here the count stays on the host and float tensors move by one
+    ``_foreach_lerp_`` (what ``get_ema_multi_avg_fn`` does); integer buffers are copied."""
 
-    def __init__(self, decay: float, warmup: int):
+    def __init__(self, model: nn.Module, decay: float, warmup: int):
         if not 0.0 <= decay <= 1.0:
             raise ValueError(f"train.ema_decay must be in [0, 1], got {decay}")
+        super().__init__(model, use_buffers=True)
         self.decay = decay
         self.warmup = warmup
 
     @torch.no_grad()
-    def __call__(self, averaged: list[torch.Tensor], current: list[torch.Tensor], num_averaged) -> None:
-        if averaged and not torch.is_floating_point(averaged[0]):
-            for avg, cur in zip(averaged, current):
-                avg.copy_(cur)
-            return
-        decay = ema_decay(int(num_averaged), self.decay, self.warmup)
-        get_ema_multi_avg_fn(decay)(averaged, current, num_averaged)
+    def update_parameters(self, model: nn.Module, keep: torch.Tensor | None = None) -> None:
+        """One update towards ``model`` (the first copies: decay 0). ``keep``, a bool tensor on the device,
+        False for the trainer's skipped steps, leaves every averaged tensor exactly as it was, decided on the
+        device (``torch.where``: a NaN that the skipped step left in the model's BatchNorm statistics stays
+        out, where a weight of 0 would multiply it in); the update is still counted."""
+        averaged = [*self.module.parameters(), *self.module.buffers()]
+        current = [t.detach() for t in (*model.parameters(), *model.buffers())]
+        is_float = [a.is_floating_point() for a in averaged]
+        float_pairs = ([a for a, f in zip(averaged, is_float) if f], [c for c, f in zip(current, is_float) if f])
+        weight = 1.0 - ema_decay(int(self.n_averaged), self.decay, self.warmup)  # n_averaged stays on the CPU
+        if keep is None:
+            if float_pairs[0]:
+                torch._foreach_lerp_(*float_pairs, weight)
+            for avg, cur, f in zip(averaged, current, is_float):
+                if not f:
+                    avg.copy_(cur)
+        else:
+            moved = iter(torch._foreach_lerp(*float_pairs, weight) if float_pairs[0] else ())
+            for avg, cur, f in zip(averaged, current, is_float):
+                torch.where(keep, next(moved) if f else cur, avg, out=avg)
+        self.n_averaged += 1
 
 
-def build_ema(model: nn.Module, decay: float, warmup: int) -> AveragedModel:
-    return AveragedModel(model, multi_avg_fn=WarmupEMA(decay, warmup), use_buffers=True)
+def build_ema(model: nn.Module, decay: float, warmup: int) -> WarmupEMA:
+    return WarmupEMA(model, decay, warmup)
 
 
 def ema_state(ema: AveragedModel) -> dict:

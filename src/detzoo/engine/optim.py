@@ -4,6 +4,10 @@ Weight decay applies to weights only (conv/linear kernels), never to biases or n
 The configured ``lr`` is for ``reference_batch`` images per step and is scaled linearly with the real global
 batch. The schedule is a per-step multiplier: linear warm-up from ``warmup_factor`` to 1, then cosine down to
 ``lr_end`` (or step decay at fractions of the run, or constant).
+
+The optimisers are torch's fused ones where the device has them (CPU and CUDA): one kernel per group, and
+a step that can be skipped on the device (``step_unless``), so the trainer never waits for the device to
+learn whether a loss was finite.
 """
 
 from __future__ import annotations
@@ -14,6 +18,8 @@ import torch
 from torch import nn
 
 from ..common.config import TrainConfig
+
+FUSED_DEVICES = ("cpu", "cuda")  # where torch has fused SGD and AdamW kernels
 
 
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -34,9 +40,43 @@ def scaled_lr(cfg: TrainConfig, global_batch: int) -> float:
 def build_optimizer(model: nn.Module, cfg: TrainConfig, global_batch: int) -> torch.optim.Optimizer:
     groups = parameter_groups(model, cfg.weight_decay)
     lr = scaled_lr(cfg, global_batch)
+    fused = all(p.device.type in FUSED_DEVICES and p.is_floating_point() for group in groups for p in group["params"])
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum)
-    return torch.optim.AdamW(groups, lr=lr)
+        return torch.optim.SGD(groups, lr=lr, momentum=cfg.momentum, fused=fused)
+    return torch.optim.AdamW(groups, lr=lr, fused=fused)
+
+
+def step_unless(optimizer: torch.optim.Optimizer, skip: torch.Tensor) -> None:
+    """``optimizer.step()`` unless ``skip`` (a bool tensor on the device). A fused optimizer decides on the
+    device - the ``found_inf`` of torch's own ``GradScaler`` protocol: its kernels leave the weights and every
+    state tensor as they were - so nothing waits; any other optimiser reads ``skip`` on the host (a wait)."""
+    if not (getattr(optimizer, "_step_supports_amp_scaling", False) and _momentum_buffers_exist(optimizer)):
+        if not bool(skip):
+            optimizer.step()
+        return
+    optimizer.grad_scale, optimizer.found_inf = None, skip.float()
+    try:
+        optimizer.step()
+    finally:
+        del optimizer.grad_scale, optimizer.found_inf
+
+
+def _momentum_buffers_exist(optimizer: torch.optim.Optimizer) -> bool:
+    """Make SGD's missing momentum buffers, zero; False where that would change the step (dampening). Fused
+    SGD's first step creates them uninitialised and fills them in its kernel, which a skipped step never
+    runs (garbage momentum ever after); from zeros the first step gives momentum = gradient, as a first step
+    does (exactly: 0.9 x 0 + g = g when there is no dampening)."""
+    if not isinstance(optimizer, torch.optim.SGD):
+        return True
+    for group in optimizer.param_groups:
+        if group["momentum"] == 0:
+            continue
+        missing = [p for p in group["params"] if optimizer.state[p].get("momentum_buffer") is None]
+        if missing and group["dampening"] != 0:
+            return False
+        for param in missing:
+            optimizer.state[param]["momentum_buffer"] = torch.zeros_like(param, memory_format=torch.preserve_format)
+    return True
 
 
 class WarmupSchedule:

@@ -12,6 +12,9 @@ import signal
 import sys
 import threading
 import time
+from pathlib import Path
+
+from ..common.distributed import DistInfo
 
 REPEATED_SIGNAL_S = 2.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -47,3 +50,13 @@ class StopRequest:
         for signum, handler in self._previous.items():
             signal.signal(signum, handler)
         self._previous = {}
+
+
+def resume_command(run_dir: Path, dist: DistInfo) -> str:
+    """The command that continues a stopped run: plain, or torchrun with this run's process layout."""
+    if not dist.enabled:
+        return f"detzoo train --resume {run_dir}"
+    nodes = dist.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
+    if nodes > 1:
+        return f"torchrun <the same options on each of the {nodes} nodes> -m detzoo train --resume {run_dir}"
+    return f"torchrun --nproc_per_node={dist.world_size} -m detzoo train --resume {run_dir}"

@@ -82,6 +82,8 @@ def prepare_model(config: Config, num_classes: int, log) -> torch.nn.Module:
 def check_precision_and_bn(config: Config, device: torch.device, dist: DistInfo) -> None:
     """Refuse settings that cannot work on this device before any time is spent."""
     cfg = config.train
+    if cfg.log_every_steps < 1:
+        raise ConfigError(f"train.log_every_steps must be at least 1, got {cfg.log_every_steps}")
     if cfg.amp == "fp16" and device.type != "cuda":
         raise ConfigError(f"train.amp=fp16 needs a CUDA device (it trains with a gradient scaler there); on "
                           f"{device.type} use train.amp=bf16")

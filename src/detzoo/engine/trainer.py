@@ -5,10 +5,17 @@ clip -> step -> EMA), then the epoch end: evaluation when due, checkpoints (``la
 ``best.pt``), a ``metrics.csv`` row, callbacks (plots, TensorBoard) and one log line. Everything needed to
 continue exactly is in ``last.pt``, also when it is written every ``save_every_steps`` inside an epoch.
 
+The step never waits for the device: a step whose loss (on any process) or gradient is not finite is skipped
+on the device (``optim.step_unless``; the EMA keeps its values too), and the host learns about it from
+``collect``, which brings the steps' records over every ``train.log_every_steps`` steps, before every
+checkpoint and at the end of each epoch - in step order: warnings, the count of non-finite steps in a row
+(an error after ``max_nonfinite``), the epoch's running losses, the progress shown.
+
 Under DDP every decision is taken by all processes together, from one small all-reduce per step that
 carries the losses of every process and a "stop" flag: a non-finite loss on any process skips the step
-everywhere (and aborts after ``max_nonfinite`` in a row), and SIGINT/SIGTERM reaching any process stops all
-of them after the same step, with ``last.pt`` saved and the command that resumes printed.
+everywhere, and SIGINT/SIGTERM reaching any process stops all of them after the same step - the first step
+at which they all collect after the vote - with ``last.pt`` saved and the command that resumes printed. A
+single process stops after the step in progress.
 
 Any other error stops the DataLoader workers at once and, once the run has taken an optimiser step, leaves a
 resumable ``last.pt`` too (an epoch whose evaluation failed is kept with its row: the resumed run evaluates it
@@ -18,7 +25,6 @@ first), with the resume command as a note on the error (``fit``).
 from __future__ import annotations
 
 import math
-import os
 import signal
 import sys
 import time
@@ -28,21 +34,23 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from ..common.checkpoints import atomic_save, model_payload
+from ..common.checkpoints import atomic_save
 from ..common.config import Config
 from ..common.device import data_workers
-from ..common.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
+from ..common.distributed import DistInfo, all_reduce_sum, barrier
 from ..common.errors import TrainingError, add_note
 from ..data.loader import Batch
 from ..data.records import DetectionData
+from ..data.targets import Targets
 from ..data.transforms import normalize
 from ..data.workers import stop_loader_workers
-from .ema import ema_state, load_ema_state
 from .evaluate import evaluate_model
+from .optim import step_unless
 from .precise_bn import recompute_bn_statistics
-from .rng_state import restore_rng_states, rng_states
+from .progress import ProgressLines, StepLog, bar_postfix, epoch_line, progress_line
 from .run_folder import MetricsLog
-from .signals import StopRequest
+from .signals import StopRequest, resume_command
+from .training_state import restore_training_state, training_state
 
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
 
@@ -56,12 +64,14 @@ class TrainingInterrupted(RuntimeError):
 
 
 class Callback:
-    """Hook points. ``after_train`` runs when ``fit`` ends, normally or by an exception. A callback with
-    state implements state_dict/load_state_dict (saved in checkpoints)."""
+    """Hook points. ``after_interval`` runs each time the trainer collects its steps (``Trainer.collect``)
+    with their mean losses (empty when every one was skipped). ``after_train`` runs when ``fit`` ends,
+    normally or by an exception. A callback with state implements state_dict/load_state_dict (saved in
+    checkpoints)."""
 
     def before_train(self, trainer: Trainer) -> None: ...
 
-    def after_step(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
+    def after_interval(self, trainer: Trainer, losses: dict[str, float]) -> None: ...
 
     def after_epoch(self, trainer: Trainer, row: dict) -> None: ...
 
@@ -75,7 +85,7 @@ class StepModule(nn.Module):
         super().__init__()
         self.detector = detector
 
-    def forward(self, images: torch.Tensor, targets: list[dict]) -> dict[str, torch.Tensor]:
+    def forward(self, images: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
         return self.detector.compute_loss(images, targets)
 
 
@@ -116,6 +126,10 @@ class Trainer:
         self.nonfinite_in_row = 0
         self.skipped_samples = 0
         self.stop_request = StopRequest(announce=self.dist.is_main)  # SIGINT/SIGTERM to this process
+        self.stop_voted = False  # a process was asked to stop, as collected (all processes agree)
+        self.step_log = StepLog(self.dist.world_size)
+        self.last_losses: dict[str, float] = {}  # the mean losses of the last collected interval
+        self._votes = torch.tensor([0.0, 1.0], device=device)  # this process's stop vote, without a copy per step
         self.metrics = MetricsLog(self.run_dir / "metrics.csv")
         self.last_eval = None
         self.last_eval_detections: list = []  # the detections behind last_eval (rank 0), for the pictures
@@ -125,59 +139,17 @@ class Trainer:
     # ------------------------------------------------------------------ state
 
     def state_dict(self, gather: bool = True) -> dict:
-        """Everything needed to continue exactly. Under DDP every process calls it at the same point: the
-        random states of all processes are gathered (rank r restores its own); ``gather=False`` (after an
-        error, when the other processes may not be there) keeps this process's alone."""
-        rng = rng_states()
-        state = model_payload(self.model, self.config.to_dict(), self.class_names)
-        state.update({
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict(),
-            "scaler": self.scaler.state_dict(),
-            "epoch": self.epoch,
-            "batch_in_epoch": self.batch_in_epoch,
-            "step": self.step,
-            "epoch_losses": {"sums": dict(self.epoch_loss_sums), "count": self.epoch_loss_count},
-            "best_score": self.best_score,
-            "evals_without_improvement": self.evals_without_improvement,
-            "nonfinite_in_row": self.nonfinite_in_row,
-            "skipped_samples": self.skipped_samples,
-            "rng": rng,
-            "rng_per_rank": all_gather_objects(rng) if self.dist.enabled and gather else [rng],
-            "callbacks": [c.state_dict() if hasattr(c, "state_dict") else {} for c in self.callbacks],
-        })
-        if self.ema is not None:
-            state.update(ema_state(self.ema))
-        return state
+        """Everything needed to continue exactly (``training_state``; ``gather=False`` after an error, when
+        the other processes may not be there: this process's random states alone)."""
+        return training_state(self, gather)
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
-        self.epoch, self.batch_in_epoch, self.step = state["epoch"], state["batch_in_epoch"], state["step"]
-        epoch_losses = state.get("epoch_losses", {})
-        self.epoch_loss_sums = dict(epoch_losses.get("sums", {}))
-        self.epoch_loss_count = epoch_losses.get("count", 0)
-        self.best_score = state["best_score"]
-        self.evals_without_improvement = state.get("evals_without_improvement", 0)
-        self.nonfinite_in_row = state.get("nonfinite_in_row", 0)
-        self.skipped_samples = state.get("skipped_samples", 0)
-        if self.ema is not None:
-            load_ema_state(self.ema, state)
-        for callback, cb_state in zip(self.callbacks, state.get("callbacks", [])):
-            if hasattr(callback, "load_state_dict"):
-                callback.load_state_dict(cb_state)
-        per_rank = state.get("rng_per_rank") or []
-        # another process count than before: every process takes rank 0's states (augmentation does not
-        # care: it is seeded per sample)
-        restore_rng_states(per_rank[self.dist.rank] if len(per_rank) == self.dist.world_size else state["rng"])
-        self.metrics.truncate(self.epoch)
-        if state.get("finished_epoch_row") is not None:  # saved after an error at the end of this epoch
-            self.finished_epoch = (self.epoch, dict(state["finished_epoch_row"]))
+        restore_training_state(self, state)
 
     def save(self, *names: str) -> None:
-        """Write the state to each named file in the run folder (rank 0). Every process must call it."""
+        """Write the state to each named file in the run folder (rank 0). Every process must call it (and
+        does so at the same step), so the steps not yet collected are collected here."""
+        self.collect()
         self._saving = True
         state = self.state_dict()
         if self.dist.is_main:
@@ -224,13 +196,14 @@ class Trainer:
         """Save ``last.pt`` when this run has taken an optimiser step - not when the error came from writing a
         checkpoint (the previous one stands) nor after a TrainingError (a diverged state; its message names the
         last checkpoint) - and note on the error where the state is and the command that resumes (rank 0).
-        Nothing collective: the other processes may be gone."""
+        Nothing collective: the other processes may be gone (``collect`` only reads this process's records)."""
         if not self.dist.is_main:
             return
         last = self.run_dir / "last.pt"
         saved = ""
         if self.step > steps_at_start and not self._saving and not isinstance(exc, TrainingError):
             try:
+                self.collect()  # the steps not yet read belong in the saved epoch's running losses
                 state = self.state_dict(gather=False)
                 if self.finished_epoch is not None and self.finished_epoch[0] == self.epoch:
                     state["finished_epoch_row"] = self.finished_epoch[1]  # the resumed run evaluates it first
@@ -263,26 +236,35 @@ class Trainer:
         self.set_train_mode()
         images_seen, start = 0, time.time()
         total = len(self.sampler)  # batches in the whole epoch; the first batch_in_epoch are skipped
+        first = self.batch_in_epoch
         bar = tqdm(self.train_loader, total=total, initial=self.batch_in_epoch,
                    disable=not (self.dist.is_main and sys.stderr.isatty()),
                    desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", dynamic_ncols=True, leave=False)
+        lines = ProgressLines(self.cfg.progress_every_s if self.dist.is_main and bar.disable else 0.0)
         for batch in bar:
-            losses, stop = self.train_step(batch)
+            self.train_step(batch)
             self.batch_in_epoch += 1
             self.step += 1
             images_seen += len(batch) * self.dist.world_size
-            if losses is not None:
-                self.epoch_loss_count += 1
-                for key, value in losses.items():
-                    self.epoch_loss_sums[key] = self.epoch_loss_sums.get(key, 0.0) + value
-                rate = images_seen / max(time.time() - start, 1e-6)
-                bar.set_postfix(self._postfix(losses, rate), refresh=False)
-            for callback in self.callbacks:
-                callback.after_step(self, losses or {})
-            if stop:
+            # a single process acts on its own signal at once; processes vote, and act on collected votes
+            stop_here = not self.dist.enabled and self.stop_request.signum is not None
+            save_due = bool(self.cfg.save_every_steps) and self.step % self.cfg.save_every_steps == 0
+            line_due = lines.due()  # a single process may collect any time; processes only when all do
+            if (self.step % self.cfg.log_every_steps == 0 or self.batch_in_epoch == total or save_due
+                    or stop_here or self._max_steps_reached() or (line_due and not self.dist.enabled)):
+                if self.collect() is not None:
+                    rate = images_seen / max(time.time() - start, 1e-6)
+                    bar.set_postfix(bar_postfix(self.last_losses, self.optimizer.param_groups[0]["lr"], rate,
+                                                self.device), refresh=False)
+            if line_due:
+                elapsed = time.time() - start
+                self.log(progress_line(self.epoch + 1, self.cfg.epochs, self.batch_in_epoch, total, self.last_losses,
+                                       self.optimizer.param_groups[0]["lr"], images_seen / max(elapsed, 1e-6),
+                                       (total - self.batch_in_epoch) * elapsed / (self.batch_in_epoch - first)))
+            if stop_here or self.stop_voted:
                 bar.close()
                 self._stop_for_signal()
-            if self.cfg.save_every_steps and self.step % self.cfg.save_every_steps == 0:
+            if save_due:
                 self.save("last.pt")
             if self._max_steps_reached():
                 break
@@ -300,61 +282,87 @@ class Trainer:
             row["gpu_mem_gb"] = torch.cuda.max_memory_allocated(self.device) / 2**30
         return row
 
-    def _postfix(self, losses: dict[str, float], rate: float) -> dict:
-        postfix = {"loss": f"{losses['loss']:.3f}", "lr": f"{self.optimizer.param_groups[0]['lr']:.2e}",
-                   "img/s": f"{rate:.1f}"}
-        if self.device.type == "cuda":
-            postfix["mem"] = f"{torch.cuda.max_memory_allocated(self.device) / 2**30:.1f}G"
-        return postfix
-
-    def train_step(self, batch: Batch) -> tuple[dict[str, float] | None, bool]:
-        """One optimiser step. Returns (the losses averaged over all processes, or None when the step was
-        skipped because a loss was not finite on some process; whether any process was asked to stop)."""
+    def train_step(self, batch: Batch) -> None:
+        """One optimiser step, queued without waiting for the device; ``collect`` reads its record. The step
+        changes no weight, optimiser state or EMA when a loss on some process, or the gradient, is not finite
+        (decided on the device); the schedule advances either way."""
         self.skipped_samples += batch.skipped
         images = normalize(batch.images.to(self.device, non_blocking=True), self.model.preprocess,
                            batch.image_sizes)  # padding 0, as the model sees it in evaluation
         if self.cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        targets = [{k: v.to(self.device, non_blocking=True) if isinstance(v, torch.Tensor) else v
-                    for k, v in t.items()} for t in batch.targets]
+        targets = batch.targets.to(self.device, non_blocking=True)
         with autocast(self.device, self.cfg.amp):
             losses = self.step_module(images, targets)
         loss = sum(losses.values())
         self.scaler.scale(loss).backward()  # every process, so DDP's gradient all-reduce always completes
-        # The one per-step collective: stop requests and every process's losses, summed.
-        shared = torch.stack([torch.tensor(float(self.stop_request.signum is not None), device=self.device),
-                              *(v.detach().float() for v in losses.values()), loss.detach().float()])
-        stop_votes, *values = all_reduce_sum(shared).tolist()
-        names = [*losses, "loss"]
-        averaged = {name: value / self.dist.world_size for name, value in zip(names, values)}
-        if not all(math.isfinite(v) for v in values):
-            self._nonfinite(averaged)
-            return None, stop_votes > 0
-        self.nonfinite_in_row = 0
-        if self.cfg.grad_clip:
-            self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
-        self.scaler.step(self.optimizer)
-        self.scaler.update()
+        # The one per-step collective: stop requests and every process's losses, summed (asynchronous on GPUs).
+        vote = self._votes[1:] if self.stop_request.signum is not None else self._votes[:1]
+        shared = all_reduce_sum(torch.cat([vote, torch.stack([*losses.values(), loss]).detach().float()]))
+        self.scaler.unscale_(self.optimizer)  # fp16: the true gradients (a no-op otherwise)
+        gradient_norm = self._gradient_norm()
+        skip = ~(torch.isfinite(shared[1:]).all() & torch.isfinite(gradient_norm))
+        step_unless(self.optimizer, skip)
+        self.scaler.update()  # fp16: back off after an overflow, from the scaler's own check
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
         if self.ema is not None:
-            self.ema.update_parameters(self.model)
-        return averaged, stop_votes > 0
+            self.ema.update_parameters(self.model, keep=~skip)
+        self.step_log.add(self.step + 1, [*losses, "loss"], shared, gradient_norm)
 
-    def _nonfinite(self, losses: dict[str, float]) -> None:
+    def _gradient_norm(self) -> torch.Tensor:
+        """The global gradient norm, clipped to ``train.grad_clip`` when set."""
+        parameters = [p for p in self.model.parameters() if p.grad is not None]
+        if self.cfg.grad_clip:
+            return torch.nn.utils.clip_grad_norm_(parameters, self.cfg.grad_clip)
+        return torch.nn.utils.get_total_norm([p.grad for p in parameters])
+
+    def collect(self) -> dict[str, float] | None:
+        """Bring the records of the steps since the last call to the host (the training loop's one wait for
+        the device) and act on them in step order: a non-finite step is warned about and counted (a
+        ``TrainingError`` after ``train.max_nonfinite`` in a row), the others' losses go to the epoch's running
+        sums; a stop vote sets ``stop_voted``. Every process calls it at the same steps, so all agree.
+        Returns the interval's mean losses (also in ``last_losses`` and given to the callbacks), None when
+        there was nothing to collect or every step was skipped."""
+        records = self.step_log.pull()
+        if not records:
+            return None
+        sums: dict[str, float] = {}
+        finite = 0
+        for record in records:
+            self.stop_voted |= record.stop_votes > 0
+            if not all(math.isfinite(v) for v in record.losses.values()):
+                self._nonfinite(record.step, record.losses, "loss")
+                continue
+            # fp16: a gradient overflow is the scaler's business (it skipped the step and backs off), as before
+            if not math.isfinite(record.gradient_norm) and not self.scaler.is_enabled():
+                self._nonfinite(record.step, record.losses, "gradient")
+                continue
+            self.nonfinite_in_row = 0
+            self.epoch_loss_count += 1
+            finite += 1
+            for key, value in record.losses.items():
+                self.epoch_loss_sums[key] = self.epoch_loss_sums.get(key, 0.0) + value
+                sums[key] = sums.get(key, 0.0) + value
+        means = {key: value / finite for key, value in sums.items()}
+        for callback in self.callbacks:
+            callback.after_interval(self, means)
+        if not finite:
+            return None
+        self.last_losses = means
+        return means
+
+    def _nonfinite(self, step: int, losses: dict[str, float], what: str) -> None:
         self.nonfinite_in_row += 1
-        self.optimizer.zero_grad(set_to_none=True)
-        self.scheduler.step()
         shown = ", ".join(f"{k}={v:.4g}" for k, v in losses.items())
-        self.log(f"warning: non-finite loss at step {self.step + 1} ({shown}); step skipped "
+        self.log(f"warning: non-finite {what} at step {step} ({shown}); step skipped "
                  f"({self.nonfinite_in_row} in a row, train.max_nonfinite={self.cfg.max_nonfinite})")
         if self.nonfinite_in_row >= self.cfg.max_nonfinite:
             last = self.run_dir / "last.pt"
             saved = f"The last checkpoint is {last}" if last.exists() else "No checkpoint was written yet"
             raise TrainingError(
-                f"the loss was non-finite for {self.nonfinite_in_row} steps in a row (train.max_nonfinite="
-                f"{self.cfg.max_nonfinite}); training stopped at step {self.step + 1}. Lower train.lr, set "
+                f"the {what} was non-finite for {self.nonfinite_in_row} steps in a row (train.max_nonfinite="
+                f"{self.cfg.max_nonfinite}); training stopped at step {step}. Lower train.lr, set "
                 f"train.grad_clip, or check the data. {saved}.")
 
     # ------------------------------------------------------------------ epoch end
@@ -413,7 +421,7 @@ class Trainer:
             self.metrics.append(row)
         for callback in self.callbacks:
             callback.after_epoch(self, row)
-        self.log(self._epoch_line(row, improved))
+        self.log(epoch_line(row, self.cfg.epochs, improved))
         if stop:
             self.log(f"early stop: no improvement of val {self._primary_name()} in "
                      f"{self.evals_without_improvement} evaluation(s) (train.early_stop={self.cfg.early_stop}); "
@@ -423,20 +431,6 @@ class Trainer:
 
     def _primary_name(self) -> str:
         return self.last_eval.primary if self.last_eval is not None else "metric"
-
-    def _epoch_line(self, row: dict, improved: bool) -> str:
-        losses = " ".join(f"{k} {row[k]:.4f}" for k in row if k.startswith("loss"))
-        text = (f"epoch {row['epoch']}/{self.cfg.epochs}  {losses}  lr {row['lr']:.3g}  "
-                f"{row['images_per_s']:.1f} img/s  {row['epoch_time_s']:.0f}s")
-        if "gpu_mem_gb" in row:
-            text += f"  gpu mem {row['gpu_mem_gb']:.1f}G"
-        if "val_mAP" in row:
-            text += f"  val mAP {row['val_mAP']:.4f}" + (" (best)" if improved else "")
-        if "val_mAP50" in row:
-            text += f"  mAP@0.5 {row['val_mAP50']:.4f}"
-        if row.get("skipped_samples"):
-            text += f"  skipped samples {row['skipped_samples']}"
-        return text
 
     def _prune_epoch_checkpoints(self) -> None:
         if not self.dist.is_main or self.cfg.keep_checkpoints <= 0:
@@ -460,11 +454,3 @@ class Trainer:
         barrier()
         raise TrainingInterrupted(message, signum)
 
-
-def resume_command(run_dir: Path, dist: DistInfo) -> str:
-    if not dist.enabled:
-        return f"detzoo train --resume {run_dir}"
-    nodes = dist.world_size // int(os.environ.get("LOCAL_WORLD_SIZE", dist.world_size))
-    if nodes > 1:
-        return f"torchrun <the same options on each of the {nodes} nodes> -m detzoo train --resume {run_dir}"
-    return f"torchrun --nproc_per_node={dist.world_size} -m detzoo train --resume {run_dir}"
