@@ -8,6 +8,7 @@ because it must also shard across processes, group by aspect ratio and skip alre
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import random
 import signal
@@ -100,8 +101,7 @@ class Batch:
     def pin_memory(self) -> Batch:
         """Page-locked images and targets (the DataLoader's ``pin_memory=True`` calls this; a dataclass it
         does not know would stay pageable, and a copy from pageable memory to a GPU waits for the GPU)."""
-        return Batch(self.images.pin_memory(), self.targets.pin_memory(), self.image_sizes, self.skipped,
-                     self.extra)
+        return dataclasses.replace(self, images=self.images.pin_memory(), targets=self.targets.pin_memory())
 
 
 def padded_side(side: int, size_divisible: int) -> int:
