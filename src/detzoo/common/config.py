@@ -59,6 +59,7 @@ class DataConfig:
     classes: list[str] | None = None  # class names (order = label index); None = read from the data
     skip_bad: bool = False  # skip unreadable samples (and report how many) instead of stopping
     workers: int | None = None  # DataLoader workers per process; None: this process's CPUs less one
+    decode: str = choice("cpu", "cpu", "cuda")  # cuda: JPEGs decoded and augmented on the GPU (data/device_decode.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
