@@ -24,6 +24,12 @@ def _add_dataset_args(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--classes", help="comma-separated class names (VOC, TXT, YOLO)")
 
 
+def _add_compile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="PyTorch checkpoints: compile the network (torch.compile; CUDA graphs on a GPU). The "
+                             "first call of each batch size compiles (tens of seconds), later calls are faster")
+
+
 def _classes(args) -> list[str] | None:
     return [c.strip() for c in args.classes.split(",")] if getattr(args, "classes", None) else None
 
@@ -63,7 +69,7 @@ def cmd_eval(args) -> int:
     from .evaluation import evaluate_detections
     from .predict import Predictor
 
-    predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision,
+    predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision, compile=args.compile,
                                     batch_size=args.batch_size, workers=data_workers(args.workers))
     data = read_dataset(_dataset_spec(args), _classes(args) or predictor.class_names, args.skip_bad)
     if data.class_names != predictor.class_names:
@@ -90,7 +96,7 @@ def cmd_predict(args) -> int:
                                live=args.live, vid_stride=args.vid_stride, frames=args.frames, show=args.show,
                                **score)
     return predict_command(args.model, args.source, settings, args.device, args.batch_size,
-                           data_workers(args.workers), args.precision)
+                           data_workers(args.workers), args.precision, args.compile)
 
 
 def cmd_export(args) -> int:
@@ -175,7 +181,8 @@ def cmd_serve(args) -> int:
                              max_pixels=args.max_pixels, decode_threads=args.decode_threads,
                              api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
                              cors_origins=args.cors_origin or [])
-    return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision)
+    return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision,
+                 args.compile)
 
 
 def cmd_models(args) -> int:
@@ -238,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "quantize`); default: an .onnx file as it is")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--workers", type=int, help="image-loading processes (default: the CPUs less one)")
+        _add_compile_arg(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("export", help="write an ONNX model of a checkpoint and check it against PyTorch")
@@ -301,6 +309,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="fp32, bf16 (PyTorch, where the CPU or GPU has bfloat16) or int8 (MODEL.int8.onnx from "
                         "`detzoo quantize`); default: fp32, or an .onnx file as it is")
+    _add_compile_arg(p)
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per model call")
     p.add_argument("--max-batch-delay-ms", type=float, default=defaults.max_batch_delay_ms,
                    help="how long a batch waits for more images after its first")

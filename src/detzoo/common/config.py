@@ -126,6 +126,7 @@ class TrainConfig:
     max_nonfinite: int = 5  # abort after this many non-finite losses in a row
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     channels_last: bool = False  # NHWC weights and batches: 1.2-1.7x faster SSD training on the CPU (bench_ssd.py)
+    compile: bool = False  # torch.compile of the network + loss (engine/compiled.py); checkpoints unchanged
     max_steps: int | None = None  # stop after this many steps in total (smoke tests, profiling)
 
 

@@ -163,7 +163,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
         log("BatchNorm synchronised across processes (SyncBatchNorm)")
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
 
-    step_module: torch.nn.Module = StepModule(model)
+    step_module: torch.nn.Module = StepModule(model, compile=cfg.compile)
     if dist.enabled:
         step_module = torch.nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None)
