@@ -221,3 +221,28 @@ def test_the_training_read_turns_a_180_degree_exif_image_upright(tmp_path):
     red_rows = np.nonzero(np.asarray(image)[:, :, 0] > 150)[0]
     assert reduction == 1 and red_rows.min() >= 65  # rows 70..90 upright (10..30 as stored)
     assert torch.equal(torch.from_numpy(np.asarray(image)).permute(2, 0, 1), read_image(record))
+
+
+def test_a_process_with_a_live_persistent_loader_exits(tmp_path, coco16):
+    """A loader still holding its persistent workers at exit (here a module-level one): multiprocessing ends
+    daemonic workers with SIGTERM, which ours ignore, then waits for them - that wait never ended. The exit
+    hook shuts them down first."""
+    import subprocess
+    import sys
+
+    from fast_training import subprocess_env
+
+    script = tmp_path / "live_loader.py"
+    script.write_text(
+        "from detzoo.common.config import DatasetSpec, AugmentConfig\n"
+        "from detzoo.data.formats import read_dataset\n"
+        "from detzoo.data.loader import DetectionDataset, TrainBatchSampler, train_loader\n"
+        "from detzoo.data.transforms import Preprocess, train_transform\n"
+        f"data = read_dataset(DatasetSpec({str(coco16.records[0].path.parent.parent)!r}))\n"
+        "data.records = data.records[:4]\n"
+        "dataset = DetectionDataset(data, train_transform(Preprocess((64, 64)), AugmentConfig()))\n"
+        "loader = train_loader(dataset, TrainBatchSampler(data, 2), 1, workers=1)\n"
+        "print(sum(len(batch) for batch in loader))\n")
+    done = subprocess.run([sys.executable, str(script)], env=subprocess_env(), capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0 and done.stdout.strip() == "4", done.stderr

@@ -8,10 +8,12 @@ because it must also shard across processes, group by aspect ratio and skip alre
 
 from __future__ import annotations
 
+import atexit
 import dataclasses
 import math
 import random
 import signal
+import weakref
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -276,13 +278,13 @@ def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_div
     JPEG bytes and ``device`` decodes and augments them (``device_decode``; the dataset's transform must be an
     ``EncodedTrainAugment``)."""
     if not decode_on_device:
-        return DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible),
-                          **loader_kwargs(workers, device, persistent=True))
+        return closed_at_exit(DataLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible),
+                                         **loader_kwargs(workers, device, persistent=True)))
     from .device_decode import DeviceDecoder, DeviceDecodingLoader, EncodedCollate
 
     collate = EncodedCollate(size_divisible)
-    loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
-                        **loader_kwargs(workers, device, persistent=True))
+    loader = closed_at_exit(DataLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                                       **loader_kwargs(workers, device, persistent=True)))
     decoder = DeviceDecoder(device or "cpu", dataset.transform.augment.fill, collate, dataset.skip_bad)
     return DeviceDecodingLoader(loader, decoder)
 
@@ -296,6 +298,31 @@ def close_loader(loader) -> None:
         iterator._shutdown_workers()
     if hasattr(loader, "_iterator"):
         loader._iterator = None
+
+
+_PERSISTENT_LOADERS: weakref.WeakSet = weakref.WeakSet()
+
+
+def closed_at_exit(loader: DataLoader) -> DataLoader:
+    """Have the loader's persistent workers stopped when the interpreter exits, should nobody have closed it.
+    At exit, multiprocessing ends daemonic children with SIGTERM, which our workers ignore
+    (``ignore_stop_signals``), and then waits for them: a process whose persistent loader was still alive (a
+    module-level loader, a script that never closed it) hung there for ever. This hook runs first (atexit
+    runs hooks in reverse order, and multiprocessing registered its own on import) and shuts them down the
+    way torch does, by their queues."""
+    global _EXIT_HOOK
+    if not _EXIT_HOOK:
+        _EXIT_HOOK = atexit.register(_close_persistent_loaders)
+    _PERSISTENT_LOADERS.add(loader)
+    return loader
+
+
+_EXIT_HOOK = None
+
+
+def _close_persistent_loaders() -> None:
+    for loader in list(_PERSISTENT_LOADERS):
+        close_loader(loader)
 
 
 class InferenceBatchSampler(Sampler):
