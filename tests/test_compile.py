@@ -191,21 +191,32 @@ def test_compiled_predictor_gives_the_eager_detections(trained_ssd):
 
 
 @pytest.mark.cuda
-def test_cuda_graphs_replay_batch_one_inference(trained_ssd):
+def test_cuda_graphs_replay_batch_one_inference():
     """On a GPU, ``compile=True`` records the network as CUDA graphs ("reduce-overhead"): batch-1 calls after
-    the first replay them (no graph skipped) and give the eager detections. Both sides run cuDNN's TF32
-    convolutions (10-bit mantissa, ~1e-3 relative per layer, maybe by other algorithms): scores within 1e-3
-    relative and boxes of a 128-px input within 1e-2 px."""
+    the first replay them (no graph skipped) and decode to the eager outputs. Both sides run cuDNN's TF32
+    convolutions (10-bit mantissa, ~1e-3 relative per layer, possibly by other algorithms): relative error
+    within 1e-2. No data needed: random weights, random pixels."""
+    import copy
+
+    from detzoo.data.loader import Batch
+    from detzoo.engine.inference import inference_backend
+    from detzoo.models import create_model
+
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
-    path, batch = trained_ssd
-    one = batch.__class__(batch.images[:1], batch.targets[:1], batch.image_sizes[:1])
-    eager = Predictor.from_file(path, device="cuda")
-    fast = Predictor.from_file(path, device="cuda", compile=True)
+    torch.manual_seed(0)
+    model = create_model("ssd300_mobilenetv2", num_classes=4, input_size=128, score_thresh=0.0)
+    eager = inference_backend(copy.deepcopy(model), "cuda")
+    fast = inference_backend(model, "cuda", compile=True)
+    images = torch.randint(0, 256, (1, 3, 128, 128), dtype=torch.uint8)
+    batch = Batch(images, [{"orig_size": (128, 128), "image_id": 0, "path": None}], [(128, 128)])
     for _ in range(3):  # warm-up, record, replay
-        got = fast.backend(one)
-    expected = eager.backend(one)
-    torch.testing.assert_close(got[0]["boxes"], expected[0]["boxes"], rtol=0, atol=1e-2)
-    torch.testing.assert_close(got[0]["scores"], expected[0]["scores"], rtol=1e-3, atol=1e-5)
+        got = fast(batch)
+    expected = eager(batch)
+    assert len(got[0]["scores"]) == len(expected[0]["scores"]) > 0
+    normalised = normalize(images.cuda(), model.preprocess).contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode():
+        for a, b in zip(fast.model.decoded(normalised), eager.model.decoded(normalised)):
+            assert relative_error(a, b) < 1e-2
     assert torch._dynamo.utils.counters["inductor"]["cudagraph_skips"] == 0
     torch._dynamo.reset()

@@ -146,6 +146,23 @@ def _quiet_unless_main(dist: DistInfo):
 
 def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
            device: torch.device) -> Path:
+    log = print if dist.is_main else (lambda *a, **k: None)
+    trainer = build_trainer(config, state, run_dir, dist, device)
+    try:
+        trainer.fit()
+    finally:
+        close_loader(trainer.train_loader)  # its workers persist across epochs
+    barrier()
+    if trainer.last_eval is not None:
+        log(trainer.last_eval.report)
+    log(f"done: {trainer.run_dir}")
+    return trainer.run_dir
+
+
+def build_trainer(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
+                  device: torch.device) -> Trainer:
+    """Everything a run needs, ready to ``fit`` (``benchmarks/bench_train.py`` times its steps): the checks,
+    data, model, DDP, loader, optimiser, schedule, run folder, EMA, callbacks, and the state to continue from."""
     cfg = config.train
     log = print if dist.is_main else (lambda *a, **k: None)
     check_precision_and_bn(config, device, dist)
@@ -202,15 +219,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     log(f"training {config.model.name} on {len(train_data)} images ({len(class_names)} classes), "
         f"{dist.world_size} process(es) x batch {cfg.batch_size}, lr {scaled_lr(cfg, global_batch):.4g}, "
         f"device {device}, {precision}, run folder {run_dir}")
-    try:
-        trainer.fit()
-    finally:
-        close_loader(loader)  # its workers persist across epochs
-    barrier()
-    if trainer.last_eval is not None:
-        log(trainer.last_eval.report)
-    log(f"done: {run_dir}")
-    return run_dir
+    return trainer
 
 
 def _broadcast(text: str, dist: DistInfo) -> str:
