@@ -148,7 +148,10 @@ def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
 @pytest.mark.slow
 def test_inductor_training_step_gives_the_eager_loss_and_gradients():
     """float32 throughout; inductor fuses and reorders sums (of up to a few thousand terms here), each
-    reassociation a few ulp: relative errors of 1e-4 leave a wide margin over the ~1e-6 expected."""
+    reassociation a few ulp: relative errors of 1e-4 leave a wide margin over the ~1e-6 expected. A gradient
+    whose true value is 0 (the bias of a convolution that a training-mode BatchNorm follows: the batch mean
+    removes it) is rounding noise on both sides, of the order of eps x the sums it comes from: such tensors are
+    held to 1e-5 of the whole gradient's norm instead."""
     torch._dynamo.reset()
     torch.manual_seed(0)
     model = tiny_ssd().train()
@@ -163,8 +166,10 @@ def test_inductor_training_step_gives_the_eager_loss_and_gradients():
     (eager_losses, eager_grads), (compiled_losses, compiled_grads) = results
     for key, value in eager_losses.items():
         assert relative_error(compiled_losses[key], value) < 1e-4, key
+    scale = torch.cat([g.flatten() for g in eager_grads.values()]).double().norm()
     for name, grad in eager_grads.items():
-        assert relative_error(compiled_grads[name], grad) < 1e-4, name
+        difference = (compiled_grads[name].double() - grad.double()).norm()
+        assert difference <= 1e-4 * grad.double().norm() + 1e-5 * scale, name
     torch._dynamo.reset()
 
 
