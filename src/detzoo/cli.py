@@ -24,6 +24,12 @@ def _add_dataset_args(parser: argparse.ArgumentParser, required: bool = True) ->
     parser.add_argument("--classes", help="comma-separated class names (VOC, TXT, YOLO)")
 
 
+def _add_compile_arg(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--compile", action="store_true",
+                        help="PyTorch checkpoints: compile the network (torch.compile; CUDA graphs on a GPU). The "
+                             "first call of each batch size compiles (tens of seconds), later calls are faster")
+
+
 def _classes(args) -> list[str] | None:
     return [c.strip() for c in args.classes.split(",")] if getattr(args, "classes", None) else None
 
@@ -59,7 +65,7 @@ def cmd_eval(args) -> int:
     from .predict import Predictor
     from .predict.evaluate import evaluate_dataset
 
-    predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision,
+    predictor = Predictor.from_file(args.model, device=args.device, precision=args.precision, compile=args.compile,
                                     batch_size=args.batch_size, workers=data_workers(args.workers))
     evaluation = evaluate_dataset(predictor, _dataset_spec(args), args.out, _classes(args), args.metric, args.iou,
                                   args.skip_bad)
@@ -93,7 +99,7 @@ def cmd_predict(args) -> int:
                                track=(args.tracker or []) if tracking else None, lines=args.line or [],
                                zones=args.zone or [], **score)
     return predict_command(args.model, args.source, settings, args.device, args.batch_size,
-                           data_workers(args.workers), args.precision)
+                           data_workers(args.workers), args.precision, args.compile)
 
 
 def cmd_export(args) -> int:
@@ -173,7 +179,8 @@ def cmd_serve(args) -> int:
                              max_header_bytes=int(args.max_header_kb * 1024), max_headers=args.max_headers,
                              api_key=args.api_key if args.api_key is not None else os.environ.get(API_KEY_ENV),
                              cors_origins=args.cors_origin or [])
-    return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision)
+    return serve(args.model, args.host, args.port, args.device, settings, args.access_log, args.precision,
+                 args.compile)
 
 
 def cmd_models(args) -> int:
@@ -270,6 +277,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "quantize`); default: an .onnx file as it is")
         p.add_argument("--batch-size", type=int, default=8)
         p.add_argument("--workers", type=int, help="image-loading processes (default: the CPUs less one)")
+        _add_compile_arg(p)
         p.set_defaults(func=func)
 
     p = sub.add_parser("export", help="write an ONNX model of a checkpoint and check it against PyTorch")
@@ -333,6 +341,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=PRECISIONS,
                    help="fp32, bf16 (PyTorch, where the CPU or GPU has bfloat16) or int8 (MODEL.int8.onnx from "
                         "`detzoo quantize`); default: fp32, or an .onnx file as it is")
+    _add_compile_arg(p)
     p.add_argument("--max-batch", type=int, default=defaults.max_batch, help="images per model call")
     p.add_argument("--max-batch-delay-ms", type=float, default=defaults.max_batch_delay_ms,
                    help="how long a batch waits for more images after its first")

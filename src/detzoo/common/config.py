@@ -59,6 +59,7 @@ class DataConfig:
     classes: list[str] | None = None  # class names (order = label index); None = read from the data
     skip_bad: bool = False  # skip unreadable samples (and report how many) instead of stopping
     workers: int | None = None  # DataLoader workers per process; None: this process's CPUs less one
+    decode: str = choice("cpu", "cpu", "cuda")  # cuda: JPEGs decoded and augmented on the GPU (data/device_decode.py)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
@@ -125,6 +126,7 @@ class TrainConfig:
     max_nonfinite: int = 5  # abort after this many non-finite losses in a row
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
     channels_last: bool = False  # NHWC weights and batches: 1.2-1.7x faster SSD training on the CPU (bench_ssd.py)
+    compile: bool = False  # torch.compile of the network + loss (engine/compiled.py); checkpoints unchanged
     max_steps: int | None = None  # stop after this many steps in total (smoke tests, profiling)
     log_every_steps: int = 10  # bring losses to the host (bar, TensorBoard, checks) every N steps: the step's one wait
     progress_every_s: float = 30.0  # without a progress bar (stderr not a terminal): a progress line every N s; 0 = off

@@ -122,6 +122,25 @@ class Photometric:
             pixels = cv2.LUT(pixels, _lut(self.contrast, (1 - self.contrast) * _grey_mean(before)))
         return pixels
 
+    def apply_tensor(self, image: torch.Tensor) -> torch.Tensor:
+        """The same distortion on a uint8 [3, H, W] tensor on any device, channel permutation included:
+        torchvision's functional steps in ``RandomPhotometricDistort``'s order (what ``apply`` reproduces with
+        OpenCV on the CPU), for images decoded on the GPU (``device_decode``). Run on the whole image, as
+        torchvision's pipeline runs it, so the contrast blends towards the whole image's grey mean."""
+        from torchvision.transforms.v2 import functional as F
+
+        if self.brightness is not None:
+            image = F.adjust_brightness(image, self.brightness)
+        if self.contrast is not None and self.contrast_before:
+            image = F.adjust_contrast(image, self.contrast)
+        if self.saturation is not None:
+            image = F.adjust_saturation(image, self.saturation)
+        if self.hue is not None:
+            image = F.adjust_hue(image, self.hue)
+        if self.contrast is not None and not self.contrast_before:
+            image = F.adjust_contrast(image, self.contrast)
+        return image[self.channel_order] if self.permutation is not None else image
+
 
 def sample_zoom_out(width: int, height: int, max_ratio: float, rng: np.random.Generator
                     ) -> tuple[int, int, int, int]:

@@ -24,7 +24,7 @@ from .image_files import read_image as read_image
 from .records import DataError, DetectionData, ImageRecord
 from .targets import Targets
 from .transforms import Preprocess, eval_transform
-from .workers import BadSample, CheckedLoader
+from .workers import BadSample, CheckedLoader, stop_workers_of
 
 
 def record_target(record: ImageRecord) -> dict[str, torch.Tensor]:
@@ -67,7 +67,8 @@ class DetectionDataset(Dataset):
         target["orig_size"] = (record.height, record.width)
         target["image_size"] = tuple(image.shape[-2:])  # (h, w) after the transform, before batch padding
         target["path"] = str(record.path)
-        return image.as_subclass(torch.Tensor), target
+        # pixels, or a JPEG still to be decoded on the training device (device_decode.EncodedSample)
+        return (image.as_subclass(torch.Tensor) if isinstance(image, torch.Tensor) else image), target
 
     def _transformed(self, image: torch.Tensor, target: dict, seed: int | None) -> tuple[torch.Tensor, dict]:
         """A torchvision ``transforms.v2`` transform on a decoded image, its randomness seeded by ``seed``."""
@@ -99,9 +100,23 @@ class Batch:
         return len(self.targets)
 
     def pin_memory(self) -> Batch:
-        """Page-locked images and targets (the DataLoader's ``pin_memory=True`` calls this; a dataclass it
-        does not know would stay pageable, and a copy from pageable memory to a GPU waits for the GPU)."""
-        return dataclasses.replace(self, images=self.images.pin_memory(), targets=self.targets.pin_memory())
+        """The batch in page-locked memory (the DataLoader's pin-memory thread calls this when
+        ``pin_memory=True``), so that ``.to("cuda", non_blocking=True)`` is an asynchronous copy. Without this
+        method torch's pinning passes an object it does not know through unchanged: every tensor field, and the
+        tensors inside the targets and ``extra``, are pinned."""
+        return dataclasses.replace(self, **{f.name: pinned(getattr(self, f.name)) for f in dataclasses.fields(self)})
+
+
+def pinned(value):
+    """Tensors (and what pins itself, as ``Targets``), and those inside dicts, lists and tuples, in page-locked
+    memory; anything else as it is."""
+    if callable(getattr(value, "pin_memory", None)):
+        return value.pin_memory()
+    if isinstance(value, dict):
+        return {key: pinned(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(pinned(item) for item in value)
+    return value
 
 
 def padded_side(side: int, size_divisible: int) -> int:
@@ -199,15 +214,70 @@ def ignore_stop_signals(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
-def loader_kwargs(workers: int) -> dict:
-    return {"num_workers": workers, "persistent_workers": False, "pin_memory": torch.cuda.is_available(),
-            **({"prefetch_factor": 2, "worker_init_fn": ignore_stop_signals} if workers > 0 else {})}
+def init_worker(worker_id: int) -> None:
+    """Every DataLoader worker: stop signals left to the main process (``ignore_stop_signals``), and one thread
+    for torch and for OpenCV. A worker works on one sample at a time; a thread pool per worker only makes
+    W workers x C cores of threads fight over the cores. torch's worker loop already sets one torch thread;
+    OpenCV's setting is the process's own, so it is set here too, also for a worker started by ``spawn``,
+    which inherits nothing (``TrainAugment`` sets it in the process that builds it)."""
+    ignore_stop_signals(worker_id)
+    torch.set_num_threads(1)
+    import cv2  # the augmentation's colour steps; imported here so that inference-only users need not load it
+
+    cv2.setNumThreads(1)
+
+
+# Batches queued per worker on a GPU: at least this many batches in flight in all, so that a slow batch (a
+# large image, a deep zoom-out) of one worker does not starve the GPU; with many workers torch's 2 each suffice.
+BATCHES_IN_FLIGHT = 8
+
+
+def prefetch_batches(workers: int, device: torch.device | str | None) -> int:
+    """``prefetch_factor``: torch's 2 per worker on the CPU (the process that trains also decodes there: a
+    longer queue only holds memory), and on a GPU enough for ``BATCHES_IN_FLIGHT`` batches in all."""
+    if device is None or torch.device(device).type != "cuda":
+        return 2
+    return max(2, math.ceil(BATCHES_IN_FLIGHT / max(1, workers)))
+
+
+def loader_kwargs(workers: int, device: torch.device | str | None = None, persistent: bool = False) -> dict:
+    """DataLoader settings for ``workers`` processes feeding ``device``: batches in page-locked memory for a
+    CUDA device (asynchronous copies), the queue depth of ``prefetch_batches``, ``init_worker``; ``persistent``
+    keeps the workers from one epoch to the next (the training loader: re-forking them cost every epoch a
+    pipeline fill, ``benchmarks/bench_train.py``)."""
+    cuda = device is not None and torch.device(device).type == "cuda"
+    kwargs: dict = {"num_workers": workers, "pin_memory": cuda}
+    if workers > 0:
+        kwargs.update(persistent_workers=persistent, prefetch_factor=prefetch_batches(workers, device),
+                      worker_init_fn=init_worker)
+    return kwargs
 
 
 def train_loader(dataset: DetectionDataset, sampler: TrainBatchSampler, size_divisible: int,
-                 workers: int) -> CheckedLoader:
-    return CheckedLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible),
-                         **loader_kwargs(workers))
+                 workers: int, device: torch.device | str | None = None, decode_on_device: bool = False):
+    """The training batches for ``device``. The workers persist across epochs: the batch sampler runs in this
+    process and hands every sample its (seed, epoch, index) seed with its index, so a persistent worker
+    augments exactly as a fresh one would, and ``sampler.set_epoch`` before each pass (with the batches to skip
+    on resume) takes effect, since every pass asks the sampler anew. ``decode_on_device``: the workers hand on
+    JPEG bytes and ``device`` decodes and augments them (``device_decode``; the dataset's transform must be an
+    ``EncodedTrainAugment``). A ``CheckedLoader``: its workers are stopped on an error and at exit
+    (``workers``), or by ``close_loader``."""
+    if not decode_on_device:
+        return CheckedLoader(dataset, batch_sampler=sampler, collate_fn=Collate(size_divisible),
+                             **loader_kwargs(workers, device, persistent=True))
+    from .device_decode import DeviceDecoder, DeviceDecodingLoader, EncodedCollate
+
+    collate = EncodedCollate(size_divisible)
+    loader = CheckedLoader(dataset, batch_sampler=sampler, collate_fn=collate,
+                           **loader_kwargs(workers, device, persistent=True))
+    decoder = DeviceDecoder(device or "cpu", dataset.transform.augment.fill, collate, dataset.skip_bad)
+    return DeviceDecodingLoader(loader, decoder)
+
+
+def close_loader(loader) -> None:
+    """Stop a loader's persistent workers now (they would otherwise live until the loader is garbage
+    collected, or the exit handler of ``workers`` stops them)."""
+    stop_workers_of(getattr(loader, "loader", loader))  # a DeviceDecodingLoader's DataLoader
 
 
 def padded_size(height: int, width: int, preprocess: Preprocess) -> tuple[int, int]:
@@ -246,13 +316,14 @@ class InferenceBatchSampler(Sampler):
 
 
 def inference_loader(data: DetectionData, preprocess: Preprocess, batch_size: int, workers: int = 0,
-                     rank: int = 0, world_size: int = 1) -> CheckedLoader:
+                     rank: int = 0, world_size: int = 1, device: torch.device | str | None = None) -> CheckedLoader:
     """Batches of ``data`` resized for a model (no augmentation, ``InferenceBatchSampler``), for evaluation,
     prediction, precise BN, export checks and quantization calibration. With several processes each takes
-    every ``world_size``-th image (no padding, so nothing is evaluated twice)."""
+    every ``world_size``-th image (no padding, so nothing is evaluated twice). ``device``: where the batches go
+    (pinned memory for a GPU). One pass per loader, so its workers do not persist."""
     sampler = InferenceBatchSampler(data, preprocess, batch_size, rank, world_size)
     return CheckedLoader(DetectionDataset(data, eval_transform(preprocess)), batch_sampler=sampler,
-                         collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers))
+                         collate_fn=Collate(preprocess.size_divisible), **loader_kwargs(workers, device))
 
 
 def dataset_order(loader) -> list[int] | None:

@@ -80,6 +80,14 @@ def stop_loader_workers() -> int:
     return len(iterators)
 
 
+def stop_workers_of(loader: DataLoader) -> None:
+    """Stop one loader's workers now (a persistent loader's live between passes until this, or the exit)."""
+    iterator = getattr(loader, "_iterator", None)
+    if iterator is not None:
+        _stop(iterator)
+        loader._iterator = None
+
+
 def _stop(iterator) -> None:
     shutdown = getattr(iterator, "_shutdown_workers", None)  # torch's orderly shutdown (private, no public one)
     if shutdown is not None:

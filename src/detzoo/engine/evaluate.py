@@ -34,7 +34,8 @@ def local_detections(backend, data: DetectionData, batch_size: int, workers: int
                      dist: DistInfo | None = None) -> list[Detections]:
     """The detections of this process's share of the images (all of them in a single process)."""
     dist = dist or DistInfo()
-    loader = inference_loader(data, backend.preprocess, batch_size, workers, dist.rank, dist.world_size)
+    loader = inference_loader(data, backend.preprocess, batch_size, workers, dist.rank, dist.world_size,
+                              getattr(backend, "device", None))
     return list(run_inference(backend, loader, data.class_names))
 
 

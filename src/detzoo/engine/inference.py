@@ -15,6 +15,7 @@ from ..common.structures import Detections
 from ..data.loader import Batch, dataset_order
 from ..data.transforms import Preprocess, normalize
 from ..models.selection import SelectOptions, select_with
+from .compiled import compile_for_inference
 
 
 class TorchBackend:
@@ -38,7 +39,7 @@ class TorchBackend:
 
     @torch.inference_mode()
     def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:
-        images = normalize(batch.images.to(self.device), self.preprocess, batch.image_sizes)
+        images = normalize(batch.images.to(self.device, non_blocking=True), self.preprocess, batch.image_sizes)
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         with autocast(self.device, self.precision):
@@ -88,12 +89,16 @@ def _as_batch_norm(frozen) -> torch.nn.BatchNorm2d:
 
 
 def inference_backend(model: torch.nn.Module, device: torch.device | str = "cpu",
-                      precision: str = "fp32") -> TorchBackend:
+                      precision: str = "fp32", compile: bool = False) -> TorchBackend:
     """How a model that is only used for inference runs fastest (the Predictor's backend): BatchNorm folded
-    into the convolutions, NHWC layout, ``precision``. Changes the model."""
+    into the convolutions, NHWC layout, ``precision``; ``compile``: the network through ``torch.compile``, as
+    CUDA graphs on a GPU (``engine/compiled.py``; each new batch size compiles once). Changes the model."""
     check_torch_precision(precision, torch.device(device))
     fold_batch_norms(model.eval())
-    return TorchBackend(model, device, precision, channels_last=True)
+    backend = TorchBackend(model, device, precision, channels_last=True)
+    if compile:
+        compile_for_inference(backend.model, backend.device)
+    return backend
 
 
 def set_detect_precision(model: torch.nn.Module, precision: str) -> torch.nn.Module:

@@ -40,11 +40,11 @@ def recompute_bn_statistics(model: nn.Module, data: DetectionData, batches: int,
         layer.reset_running_stats()
         layer.momentum = None  # cumulative average over the batches below
     preprocess = model.preprocess
-    loader = inference_loader(data, preprocess, batch_size, workers, dist.rank, dist.world_size)
+    loader = inference_loader(data, preprocess, batch_size, workers, dist.rank, dist.world_size, device)
     try:
         for _, batch in zip(range(batches), loader):
             if len(batch):
-                net(normalize(batch.images.to(device), preprocess, batch.image_sizes))
+                net(normalize(batch.images.to(device, non_blocking=True), preprocess, batch.image_sizes))
     finally:
         for layer, momentum in zip(layers, momenta):
             layer.momentum = momentum

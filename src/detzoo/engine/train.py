@@ -23,8 +23,9 @@ from ..common.distributed import DistInfo, barrier, cleanup, init_distributed, l
 from ..common.errors import ConfigError
 from ..common.files import remove_stale_temp_files
 from ..common.memory import retain_freed_memory
+from ..data.device_decode import EncodedTrainAugment
 from ..data.formats import read_datasets
-from ..data.loader import DetectionDataset, TrainBatchSampler, train_loader
+from ..data.loader import DetectionDataset, TrainBatchSampler, close_loader, train_loader
 from ..data.preflight import apply_findings, check_splits
 from ..data.records import DetectionData
 from ..data.transforms import train_transform
@@ -99,6 +100,21 @@ def check_precision_and_bn(config: Config, device: torch.device, dist: DistInfo)
                           "per-process batch")
 
 
+def check_decode(config: Config, device: torch.device) -> None:
+    """``data.decode=cuda`` needs the training device to be a GPU that decodes JPEGs (nvJPEG)."""
+    if config.data.decode != "cuda":
+        return
+    if device.type != "cuda":
+        raise ConfigError(f"data.decode=cuda decodes on the training GPU, but training runs on {device.type}; "
+                          "use data.decode=cpu")
+    from ..data.device_decode import probe_device_decoding
+
+    problem = probe_device_decoding(device)
+    if problem:
+        raise ConfigError(f"data.decode=cuda: torchvision cannot decode JPEGs on {device} ({problem}); use "
+                          "data.decode=cpu")
+
+
 def feedback_callbacks(run_dir: Path, dist: DistInfo) -> list:
     """Plots and evaluation pictures always, TensorBoard when installed; rank 0 only."""
     if not dist.is_main:
@@ -148,9 +164,27 @@ def _quiet_unless_main(dist: DistInfo):
 
 def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
            device: torch.device) -> Path:
+    log = print if dist.is_main else (lambda *a, **k: None)
+    trainer = build_trainer(config, state, run_dir, dist, device)
+    try:
+        trainer.fit()
+    finally:
+        close_loader(trainer.train_loader)  # its workers persist across epochs
+    barrier()
+    if trainer.last_eval is not None:
+        log(trainer.last_eval.report)
+    log(f"done: {trainer.run_dir}")
+    return trainer.run_dir
+
+
+def build_trainer(config: Config, state: dict | None, run_dir: Path | None, dist: DistInfo,
+                  device: torch.device) -> Trainer:
+    """Everything a run needs, ready to ``fit`` (``benchmarks/bench_train.py`` times its steps): the checks,
+    data, model, DDP, loader, optimiser, schedule, run folder, EMA, callbacks, and the state to continue from."""
     cfg = config.train
     log = print if dist.is_main else (lambda *a, **k: None)
     check_precision_and_bn(config, device, dist)
+    check_decode(config, device)
     retain_freed_memory()  # ssd300_mobilenetv2, 300 px, batch 8: 58 000 page faults per step otherwise
     seed_everything(cfg.seed + dist.rank)
 
@@ -165,19 +199,24 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
         log("BatchNorm synchronised across processes (SyncBatchNorm)")
     model.to(device, memory_format=torch.channels_last if cfg.channels_last else torch.contiguous_format)
 
-    step_module: torch.nn.Module = StepModule(model)
+    step_module: torch.nn.Module = StepModule(model, compile=cfg.compile)
     if dist.enabled:
         step_module = torch.nn.parallel.DistributedDataParallel(
             step_module, device_ids=[device.index] if device.type == "cuda" else None)
 
     pre = model.preprocess
-    dataset = DetectionDataset(train_data, train_transform(pre, config.data.augment), config.data.skip_bad)
+    transform = train_transform(pre, config.data.augment)
+    decode_on_device = config.data.decode == "cuda"
+    if decode_on_device:
+        transform = EncodedTrainAugment(transform)
+    dataset = DetectionDataset(train_data, transform, config.data.skip_bad)
     sampler = TrainBatchSampler(train_data, cfg.batch_size, seed=cfg.seed, rank=dist.rank,
                                 world_size=dist.world_size, group_aspect=pre.resize == "keep_aspect")
     if len(sampler) == 0:
         raise ConfigError(f"{len(train_data)} training images make no full batch of {cfg.batch_size} per process "
                           f"on {dist.world_size} process(es); lower train.batch_size")
-    loader = train_loader(dataset, sampler, pre.size_divisible, data_workers(config.data.workers))
+    loader = train_loader(dataset, sampler, pre.size_divisible, data_workers(config.data.workers), device,
+                          decode_on_device)
     global_batch = cfg.batch_size * dist.world_size
     optimizer = build_optimizer(model, cfg, global_batch)
     scheduler = build_scheduler(optimizer, cfg, len(sampler))
@@ -199,12 +238,7 @@ def _train(config: Config, state: dict | None, run_dir: Path | None, dist: DistI
     log(f"training {config.model.name} on {len(train_data)} images ({len(class_names)} classes), "
         f"{dist.world_size} process(es) x batch {cfg.batch_size}, lr {scaled_lr(cfg, global_batch):.4g}, "
         f"device {device}, {precision}, run folder {run_dir}")
-    trainer.fit()
-    barrier()
-    if trainer.last_eval is not None:
-        log(trainer.last_eval.report)
-    log(f"done: {run_dir}")
-    return run_dir
+    return trainer
 
 
 def check_images(train_data: DetectionData, val_data: DetectionData | None, skip_bad: bool, dist: DistInfo,

@@ -44,6 +44,7 @@ from ..data.records import DetectionData
 from ..data.targets import Targets
 from ..data.transforms import normalize
 from ..data.workers import stop_loader_workers
+from .compiled import compiled_loss
 from .evaluate import evaluate_model
 from .optim import step_unless
 from .precise_bn import recompute_bn_statistics
@@ -79,14 +80,17 @@ class Callback:
 
 
 class StepModule(nn.Module):
-    """``forward(images, targets) -> losses``, so DDP sees the whole training computation."""
+    """``forward(images, targets) -> losses``, so DDP sees the whole training computation. ``compile``: the
+    detector's ``compute_loss`` through ``torch.compile`` (``engine/compiled.py``; the detector itself, and
+    so its state dict, stays as it is)."""
 
-    def __init__(self, detector: nn.Module):
+    def __init__(self, detector: nn.Module, compile: bool = False):
         super().__init__()
         self.detector = detector
+        self.compute_loss = compiled_loss(detector.compute_loss) if compile else detector.compute_loss
 
     def forward(self, images: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
-        return self.detector.compute_loss(images, targets)
+        return self.compute_loss(images, targets)
 
 
 def autocast(device: torch.device, amp: str):

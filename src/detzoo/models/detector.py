@@ -10,6 +10,8 @@
   export their raw network plus box decoding, with a dynamic batch (see ``SSD.export_graph``).
 - ``anchor_boxes(image_size)``: the anchors boxes are matched to, for ``detzoo inspect``'s anchor coverage.
 - ``flop_forward(images)``: the dense network whose FLOPs ``detzoo models`` counts (it runs on meta tensors).
+- ``compile_network(**options)``: ``torch.compile`` in place of the parts whose shapes do not depend on the
+  data (``--compile`` of predict / eval / serve); selection and NMS stay eager.
 """
 
 from __future__ import annotations
@@ -95,3 +97,9 @@ class Detector(nn.Module):
         """Run the part of the model whose FLOPs are counted, on normalised images (meta tensors work). The
         default is ``detect``; models override it to leave out what cannot run on meta tensors."""
         self.detect(images)
+
+    def compile_network(self, **options) -> None:
+        """Compile (``torch.compile(**options)``, in place: ``nn.Module.compile``, so state dict keys do not
+        change) the parts of the network whose shapes depend on the input size only; the default is the
+        backbone. ``options["mode"]`` "reduce-overhead" replays them as CUDA graphs."""
+        self.backbone.compile(**options)

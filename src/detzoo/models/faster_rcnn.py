@@ -84,6 +84,16 @@ class FasterRCNN(Detector):
         detections, _ = self.roi_heads(features, proposals, image_list.image_sizes)
         return [{"boxes": d["boxes"], "scores": d["scores"], "labels": d["labels"] - 1} for d in detections]
 
+    def compile_network(self, **options) -> None:
+        """Backbone + FPN and the RPN head (shapes: the padded input size), and the box head and predictor
+        (shapes: the proposal count, which varies: compiled for dynamic shapes, without CUDA graphs, which
+        would be recorded anew for every count). Proposal selection, sampling and NMS stay eager."""
+        self.backbone.compile(**options)
+        self.rpn.head.compile(**options)
+        per_roi = {**options, "mode": None, "dynamic": True}
+        self.roi_heads.box_head.compile(**per_roi)
+        self.roi_heads.box_predictor.compile(**per_roi)
+
     def anchor_boxes(self, image_size: tuple[int, int]) -> torch.Tensor:
         """The RPN's anchors for a padded input of ``image_size`` (its own ``AnchorGenerator``, fed feature maps
         of the backbone's sizes: ceil(side / stride); only their shapes are read)."""

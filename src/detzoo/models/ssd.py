@@ -81,6 +81,10 @@ class SSD(Detector):
         sizes = image_sizes or [tuple(images.shape[-2:])] * images.shape[0]
         return self.postprocess.select(*self.decoded(images), sizes)
 
+    def compile_network(self, **options) -> None:
+        """The whole raw network (``forward``): its shapes depend on the batch size only (fixed input size)."""
+        self.compile(**options)
+
     def anchor_boxes(self, image_size: tuple[int, int]) -> torch.Tensor:
         """The fixed anchor buffer: every input is resized to ``preprocess.size``."""
         if tuple(image_size) != tuple(self.preprocess.size):

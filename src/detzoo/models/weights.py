@@ -36,9 +36,19 @@ def load_model(path: str | Path) -> LoadedModel:
     config = config_from_dict(state["config"])
     class_names = list(state["class_names"])
     model = build_model(config, len(class_names))
-    weights = state.get("ema") or state["model"]
+    weights = without_compile_prefix(state.get("ema") or state["model"])
     model.load_state_dict(weights)
     return LoadedModel(model.eval(), config, class_names)
+
+
+COMPILED_PREFIX = "_orig_mod."  # what torch.compile's OptimizedModule adds to the keys of the module it wraps
+
+
+def without_compile_prefix(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict saved from a ``torch.compile``-wrapped module (``torch.compile(model).state_dict()``) with
+    the module's own keys. detzoo's compiled training and inference keep the keys as they are; this reads files
+    made elsewhere."""
+    return {key.replace(COMPILED_PREFIX, ""): value for key, value in state.items()}
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
@@ -56,6 +66,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
             break
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"{path}: does not hold a state dict of tensors")
+    state = without_compile_prefix(state)
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 

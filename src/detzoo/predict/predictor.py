@@ -13,12 +13,13 @@ import torch
 
 from ..common.config import TrackConfig
 from ..common.device import resolve_device
+from ..common.errors import ConfigError
 from ..common.precision import check_known
 from ..common.structures import Detections
 from ..data.loader import Collate, inference_loader, padded_size
 from ..data.records import DetectionData, ImageRecord, image_size
 from ..data.transforms import Preprocess, eval_transform
-from ..engine.inference import inference_backend, run_inference
+from ..engine.inference import TorchBackend, inference_backend, run_inference
 from ..models.selection import SelectOptions
 
 
@@ -44,6 +45,11 @@ def unlabelled_data(paths: list[Path], class_names: list[str]) -> DetectionData:
                                    labels=np.zeros(0, np.int64), iscrowd=np.zeros(0, bool),
                                    difficult=np.zeros(0, bool), image_id=i, origin=str(path)))
     return DetectionData(records, class_names, "images", "images")
+
+
+def refuse_compile(compile: bool, why: str) -> None:
+    if compile:
+        raise ConfigError(f"--compile applies to PyTorch checkpoints; {why}")
 
 
 class Predictor:
@@ -73,24 +79,27 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", precision: str | None = None,
-                        **kwargs) -> Predictor:
+                        compile: bool = False, **kwargs) -> Predictor:
         """``precision``: fp32 (default) or bf16 on PyTorch; int8 runs the quantized ONNX file beside the
-        checkpoint (``best.pt`` -> ``best.int8.onnx``)."""
+        checkpoint (``best.pt`` -> ``best.int8.onnx``). ``compile``: the network through ``torch.compile``
+        (CUDA graphs on a GPU), PyTorch only."""
         from ..models.weights import load_model
         from .onnx_backend import onnx_file_for
 
         if precision == "int8":
+            refuse_compile(compile, "int8 runs the quantized ONNX file in ONNX Runtime")
             return cls.from_onnx(onnx_file_for(path, precision), device, **kwargs)
         loaded = load_model(path)
-        return cls.from_model(loaded.model, loaded.class_names, device, precision,
+        return cls.from_model(loaded.model, loaded.class_names, device, precision, compile,
                               **{"tracking": loaded.config.track, **kwargs})
 
     @classmethod
     def from_model(cls, model: torch.nn.Module, class_names: list[str], device: str = "auto",
-                   precision: str | None = None, **kwargs) -> Predictor:
-        """A detzoo model in memory, run in ``precision`` (fp32 or bf16). The Predictor's backend changes the
-        model (BatchNorm folded into the convolutions, NHWC layout): give it a copy to keep the original."""
-        backend = inference_backend(model, resolve_device(device), precision or "fp32")
+                   precision: str | None = None, compile: bool = False, **kwargs) -> Predictor:
+        """A detzoo model in memory, run in ``precision`` (fp32 or bf16; ``compile`` as ``from_checkpoint``).
+        The Predictor's backend changes the model (BatchNorm folded into the convolutions, NHWC layout): give
+        it a copy to keep the original."""
+        backend = inference_backend(model, resolve_device(device), precision or "fp32", compile)
         return cls(backend, class_names, **kwargs)
 
     @classmethod
@@ -105,17 +114,20 @@ class Predictor:
 
     @classmethod
     def from_file(cls, path: str | Path, device: str = "auto", precision: str | None = None,
-                  **kwargs) -> Predictor:
+                  compile: bool = False, **kwargs) -> Predictor:
         """A detzoo checkpoint (.pt or a run folder) or an exported model (.onnx), run in ``precision``
-        (fp32, bf16 or int8; None: fp32 for a checkpoint, an ONNX file as it is)."""
+        (fp32, bf16 or int8; None: fp32 for a checkpoint, an ONNX file as it is); ``compile``: see
+        ``from_checkpoint``."""
         if precision is not None:
             check_known(precision)
         if Path(path).suffix == ".onnx":
+            refuse_compile(compile, f"{path} runs in ONNX Runtime")
             return cls.from_onnx(path, device, precision, **kwargs)
-        return cls.from_checkpoint(path, device, precision, **kwargs)
+        return cls.from_checkpoint(path, device, precision, compile, **kwargs)
 
     def loader(self, data: DetectionData):
-        return inference_loader(data, self.preprocess, self.batch_size, self.workers)
+        device = self.backend.device if isinstance(self.backend, TorchBackend) else None  # pinned for a GPU
+        return inference_loader(data, self.preprocess, self.batch_size, self.workers, device=device)
 
     def predict_data(self, data: DetectionData, options: SelectOptions | None = None) -> Iterator[Detections]:
         return run_inference(self.backend, self.loader(data), self.class_names, self._options(options))

@@ -53,14 +53,14 @@ class PredictSettings:
 
 
 def predict_command(model: str, source: str, settings: PredictSettings, device: str = "auto", batch_size: int = 8,
-                    workers: int = 0, precision: str = "fp32") -> int:
+                    workers: int = 0, precision: str = "fp32", compile: bool = False) -> int:
     """Resolve the source (a bad one fails before the model loads), load the model, run; the exit code."""
     resolved = resolve_source(source, settings.recursive, settings.live)
     regions = ([parse_line(text) for text in settings.lines], [parse_zone(text) for text in settings.zones])
     if settings.tracking and isinstance(resolved, ImageSource):
         resolved = image_sequence(resolved)
-    predictor = Predictor.from_file(model, device=device, precision=precision, batch_size=batch_size,
-                                    workers=workers)
+    predictor = Predictor.from_file(model, device=device, precision=precision, compile=compile,
+                                    batch_size=batch_size, workers=workers)
     options = settings.options(predictor.class_names)
     if isinstance(resolved, VideoSource):
         video = {"vid_stride": settings.vid_stride, "frames": settings.frames, "notify": tqdm.write}

@@ -67,10 +67,12 @@ def uvicorn_config(app, host: str, port: int, settings: ServeSettings, limits, a
 
 
 def serve(model: str | Path | None, host: str = "127.0.0.1", port: int = 8000, device: str = "auto",
-          settings: ServeSettings | None = None, access_log: bool = False, precision: str | None = None) -> int:
+          settings: ServeSettings | None = None, access_log: bool = False, precision: str | None = None,
+          compile: bool = False) -> int:
     settings = settings or ServeSettings()
     model = Path(model) if model else default_model()
-    predictor = Predictor.from_file(model, device=device, precision=precision, batch_size=settings.max_batch)
+    predictor = Predictor.from_file(model, device=device, precision=precision, compile=compile,
+                                    batch_size=settings.max_batch)
     warning = open_address_warning(host, settings)
     if warning:
         print(warning, file=sys.stderr)
