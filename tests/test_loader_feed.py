@@ -194,7 +194,8 @@ def test_batches_are_pinned_for_a_gpu_only(monkeypatch):
     targets = [{"boxes": torch.zeros(2, 4), "labels": torch.zeros(2), "path": "a.jpg", "orig_size": (3, 4)}]
     batch = Batch(torch.zeros(1, 3, 4, 4, dtype=torch.uint8), targets, [(4, 4)], extra={"padded": torch.ones(3)})
     out = batch.pin_memory()
-    assert len(pinned) == 4 and out.images is not batch.images and out.extra["padded"] is not batch.extra["padded"]
+    # the images, the five padded target tensors (boxes, labels, iscrowd, difficult, valid) and extra["padded"]
+    assert len(pinned) == 7 and out.images is not batch.images and out.extra["padded"] is not batch.extra["padded"]
     assert out.targets[0]["path"] == "a.jpg" and out.targets[0]["orig_size"] == (3, 4)
     assert torch.equal(out.targets[0]["boxes"], targets[0]["boxes"])
 

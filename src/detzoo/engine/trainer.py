@@ -87,10 +87,12 @@ class StepModule(nn.Module):
     def __init__(self, detector: nn.Module, compile: bool = False):
         super().__init__()
         self.detector = detector
-        self.compute_loss = compiled_loss(detector.compute_loss) if compile else detector.compute_loss
+        self.compiled_loss = compiled_loss(detector.compute_loss) if compile else None
 
     def forward(self, images: torch.Tensor, targets: Targets) -> dict[str, torch.Tensor]:
-        return self.compute_loss(images, targets)
+        if self.compiled_loss is not None:
+            return self.compiled_loss(images, targets)
+        return self.detector.compute_loss(images, targets)
 
 
 def autocast(device: torch.device, amp: str):
