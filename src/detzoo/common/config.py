@@ -137,6 +137,13 @@ class EvalConfig:
     metric: str = choice("coco", "coco", "voc07", "voc07_area")
     batch_size: int = 8
     iou_thresh: float = 0.5  # VOC metrics
+    # score threshold every mAP is computed at, apart from the model's own (predict / serve / export); None:
+    # the model's evaluation threshold, 0.001 for the SSD family, 0.05 for Faster R-CNN (models/selection.py)
+    score_thresh: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.score_thresh is not None and not 0.0 <= self.score_thresh <= 1.0:
+            raise ConfigError(f"eval.score_thresh must be in [0, 1], got {self.score_thresh}")
 
 
 @dataclass
