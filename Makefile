@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test data lint benchmark clean browser
+.PHONY: demo test data lint docs benchmark clean browser
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -35,8 +35,12 @@ browser:
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks hubconf.py
 
+# The documentation site (mkdocs.yml, docs/) into site/, strict: a broken link or a missing page fails.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict -d site
+
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/bench_ssd.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .ruff_cache site

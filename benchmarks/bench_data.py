@@ -24,7 +24,7 @@ import cv2
 import PIL
 import PIL.Image
 import torch
-from common import machine, print_table
+from common import machine, print_table, shown
 from torchvision import tv_tensors
 from torchvision.transforms import v2
 
@@ -144,7 +144,7 @@ def main() -> None:
     torch.set_num_threads(1)
     cv2.setNumThreads(1)
     print(f"machine: {machine()}, Pillow {PIL.__version__}, OpenCV {cv2.__version__}; CPU time of one process "
-          f"(a DataLoader worker), {ARGS.epochs} passes over {ARGS.data}")
+          f"(a DataLoader worker), {ARGS.epochs} passes over {shown(ARGS.data)}")
     data = read_dataset(DatasetSpec(str(ARGS.data)))
     decode = read_image_seconds(data, ARGS.epochs)
     rows = [["decode only", "read_image: uint8 CHW tensor", f"{1000 * decode / len(data):.2f}",

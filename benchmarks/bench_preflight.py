@@ -37,7 +37,7 @@ from pathlib import Path
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, print_table  # noqa: E402
+from common import machine, print_table, shown  # noqa: E402
 
 from detzoo.common.config import DatasetSpec  # noqa: E402
 from detzoo.common.device import available_cpus  # noqa: E402
@@ -97,7 +97,7 @@ def main() -> None:
     count = len(paths)
     print(machine())
     threads = min(8, available_cpus())
-    print(f"{count} images of {data.source}, {sum(p.stat().st_size for p in paths) / 2**20:.1f} MiB; pre-flight "
+    print(f"{count} images of {shown(data.source)}, {sum(p.stat().st_size for p in paths) / 2**20:.1f} MiB; pre-flight "
           f"threads {default_threads()}, reference and decode threads {threads}")
 
     with tempfile.TemporaryDirectory() as scratch:

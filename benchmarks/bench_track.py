@@ -37,7 +37,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from common import machine, print_table  # noqa: E402
+from common import machine, print_table, shown  # noqa: E402
 from scipy.optimize import linear_sum_assignment  # noqa: E402
 
 from detzoo.common.config import TrackConfig  # noqa: E402
@@ -221,7 +221,7 @@ def model_tables(sequences, folder: Path, quality_table: bool = True,
                  speed_table: bool = True) -> tuple[list[list], list[list]] | None:
     model = Path(ARGS.model)
     if not model.exists():
-        print(f"\n(no model at {model}: run `detzoo demo` for runs/demo/run/best.pt, or pass --model)")
+        print(f"\n(no model at {shown(model)}: run `detzoo demo` for runs/demo/run/best.pt, or pass --model)")
         return None
     predictor = Predictor.from_file(model, device="cpu", batch_size=8)
     videos = {s.name: write_video(s, folder / f"{s.name}.mp4") for s in (sequences if quality_table else sequences[:1])}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -32,6 +33,16 @@ def print_table(title: str, header: list[str], rows: list[list[object]]) -> None
     print("  ".join("-" * w for w in widths))
     for row in text:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+
+def shown(path: str | os.PathLike) -> str:
+    """A path as the tables print it: relative to the folder the script runs in (``../shared/data/coco128``,
+    ``runs/x``), so that no output names the machine's own folders; as given where no relative path exists
+    (another drive on Windows)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
 
 
 def machine() -> str:

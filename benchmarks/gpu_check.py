@@ -2,7 +2,7 @@
 
 Runs from a copy of the source tree (``PYTHONPATH=src``), needs no network and no dataset (it generates the demo's
 shapes; coco128 is used for the speed table when found), and turns what is missing into rows instead of stopping:
-a module that is not installed is a ``missing X`` row (README, "GPU": which wheels to carry), a check that needs
+a module that is not installed is a ``missing X`` row (docs/gpu.md: which wheels to carry), a check that needs
 an earlier one's output is ``not run`` when that one failed, and a check that would overrun the time budget is
 ``not run (time)``.
 
@@ -38,7 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGET_S = {"cuda": 480.0, "cpu": 1800.0}  # the whole run: 8 minutes on a GPU; the CPU mode is only a test
-CPU_DEMO = {"mAP50": 0.489, "mAP": 0.324, "minutes": 8.4}  # README: the demo on the project's 2-core CPU
+CPU_DEMO = {"mAP50": 0.489, "mAP": 0.324, "minutes": 8.4}  # docs/getting-started.md: the demo on the project's 2-core CPU
 
 
 @dataclass
@@ -302,7 +302,7 @@ def run_check(check: Check, context: Context) -> Result:
     missing = missing_modules(check.needs)
     if missing:
         return Result(check.name, f"missing {missing[0]}", goal=check.goal,
-                      note="carry its wheel (README, GPU)" if len(missing) == 1 else f"also {', '.join(missing[1:])}")
+                      note="carry its wheel (docs/gpu.md)" if len(missing) == 1 else f"also {', '.join(missing[1:])}")
     if check.after:
         before = context.results.get(check.after)
         if before is None or before.status != "ok":
@@ -356,6 +356,14 @@ def print_results(results: list[Result]) -> None:
         print("  ".join(str(c).ljust(w) for c, w in zip(row, widths)))
 
 
+def _relative(path: Path) -> str:
+    """``path`` relative to the folder the check runs in (as given where there is no relative path)."""
+    try:
+        return os.path.relpath(path)
+    except ValueError:
+        return str(path)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, help="folder for logs and results.json (default: a temporary one)")
@@ -391,7 +399,7 @@ def main() -> int:
                 print((out / result.log).read_text(errors="replace"))
     (out / "results.json").write_text(json.dumps([asdict(r) for r in results], indent=1))
     print_results(results)
-    print(f"\nlogs and results.json: {out}; {time.monotonic() - context.start:.0f} s in all")
+    print(f"\nlogs and results.json: {_relative(out)}; {time.monotonic() - context.start:.0f} s in all")
     return 0 if all(r.status in ("ok", "skipped") for r in results) else 1
 
 

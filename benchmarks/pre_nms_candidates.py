@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, print_table, time_pair
+from common import machine, print_table, shown, time_pair
 from torchvision.ops import batched_nms, clip_boxes_to_image
 
 from detzoo.common.config import DatasetSpec
@@ -92,7 +92,7 @@ def main() -> None:
             rows.append([f"{threshold:g}", f"{candidates:.0f}", name, f"{result.metrics['mAP']:.4f}",
                          f"{result.metrics['mAP50']:.4f}", f"{sum(len(d) for d in detections) / len(detections):.1f}",
                          f"{seconds / len(scores) * 1000:.2f}", changed if name == now_name else ""])
-    print_table(f"{ARGS.checkpoint} ({loaded.config.model.name}) on {ARGS.data}: {len(data)} images, "
+    print_table(f"{shown(ARGS.checkpoint)} ({loaded.config.model.name}) on {shown(ARGS.data)}: {len(data)} images, "
                 f"{len(loaded.class_names)} classes, NMS {model.postprocess.nms_thresh}, "
                 f"<= {model.postprocess.detections_per_img} per image (select ms/img: the first batch of "
                 f"{len(scores)}, {torch.get_num_threads()} thread(s))",

@@ -221,3 +221,27 @@ def test_export_and_quantize_then_predict_with_the_files(trained_model, tmp_path
     assert "INT8 vs FP32" in report.table and report.evaluation.startswith("8 image(s)")
     with pytest.raises(ConfigError, match="cannot be trained"):
         exported.train(data=data)
+
+
+def test_track_is_the_predictors_track_as_results(trained_checkpoint, workdir, coco128):
+    """``Model.track`` yields what ``Predictor.track`` does, frame by frame, as Results with track ids and counts
+    (the briefly trained model of conftest.py, on a clip of images it trained on, so that tracks start)."""
+    clip = workdir / "track.mp4"
+    frames = write_clip(clip, photos(coco128, 2, size=(320, 240)), hold=3)
+    line, score = "0,120,320,120", 0.05
+    model = detzoo.load(trained_checkpoint, workers=0)
+    results = model.track(str(clip), score=score, lines=[line])
+    predictor = Predictor.from_file(trained_checkpoint, workers=0)
+    tracking = predictor.track(str(clip), SelectOptions(score_threshold=score), lines=[line])
+    reference = list(tracking)
+    tracking.close()
+    assert len(results) == len(reference) == frames
+    assert sum(len(r) for r in results) > 0
+    for got, want in zip(results, reference):
+        assert got.frame == want.index and torch.equal(got.boxes, want.detections.boxes)
+        assert torch.equal(got.track_ids, want.detections.track_ids) and got.counts == want.counts
+        assert got.to_dict()["counts"] == want.record()["counts"]
+        assert [d["track_id"] for d in got.to_dict()["detections"]] == got.track_ids.tolist()
+    assert results[0].file_name == "track_000000.jpg"
+    with pytest.raises(ConfigError, match="a camera or stream never ends"):
+        model.track(0)

@@ -1,6 +1,6 @@
 """`detzoo models`: FLOPs counted by FlopCounterMode agree with a count made another way (forward hooks on every
-convolution and linear layer), anchors are the model's own, the cards cover the registry, and the README's model
-table is the command's output."""
+convolution and linear layer), anchors are the model's own, the cards cover the registry, and the model table of the
+README and docs/models.md is the command's output."""
 
 import json
 import math
@@ -18,6 +18,7 @@ from detzoo.models.dcn import ModulatedDeformConv2d
 from detzoo.models.summary import count_flops, summarize
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+MODELS_PAGE = Path(__file__).resolve().parents[1] / "docs" / "models.md"
 
 
 def _hook_flops(model: nn.Module, image_size: tuple[int, int]) -> int:
@@ -99,3 +100,4 @@ def test_readme_model_table_is_the_commands_output(capsys):
     assert main(["models", "--markdown"]) == 0
     table = capsys.readouterr().out.strip()
     assert table in README.read_text(), "regenerate the README's model table: detzoo models --markdown"
+    assert table in MODELS_PAGE.read_text(), "regenerate docs/models.md's model table: detzoo models --markdown"

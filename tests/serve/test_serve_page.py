@@ -1,7 +1,7 @@
 """The web page in a real headless browser (Debian's chromium, driven by Selenium through chromedriver): upload
 a coco128 image, wait for the boxes, check that the page lists the API's detections, that the score slider
 and the class filter act without a new request, and that the boxes are drawn in the palette's colours.
-It saves a screenshot (to $DETZOO_SCREENSHOT when set: the README's docs/images/serve_page.png).
+It saves a screenshot (to $DETZOO_SCREENSHOT when set: docs/images/serve_page.png, the picture of docs/serving.md).
 
 Without chromium and chromedriver this test fails: `apt-get install -y chromium chromium-driver` (.ci/run
 and the Makefile install them)."""
@@ -80,7 +80,7 @@ def _set_slider(driver, value: float) -> None:
 
 
 def _screenshot(driver, folder: Path) -> None:
-    """The page as the browser shows it; a copy 960 px wide at $DETZOO_SCREENSHOT (the README's)."""
+    """The page as the browser shows it; a copy 960 px wide at $DETZOO_SCREENSHOT (docs/serving.md's)."""
     driver.execute_script("window.scrollTo(0, 0)")
     path = folder / "serve_page.png"
     assert driver.save_screenshot(str(path)) and path.stat().st_size > 0

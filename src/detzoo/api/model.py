@@ -144,6 +144,25 @@ class Model(torch.nn.Module):
                                   vid_stride=vid_stride, frames=frames, endless=stream)
         return results if stream else list(results)
 
+    def track(self, source: Any, *, score: float | None = None, iou: float | None = None,
+              max_det: int | None = None, classes: list[str] | None = None, lines: Any = (), zones: Any = (),
+              live: bool | None = None, vid_stride: int = 1, frames: str | None = None,
+              stream: bool = False) -> list[Result] | Iterator[Result]:
+        """Follow objects through ``source`` (what ``detzoo predict --track`` takes: a video, a camera index, a
+        stream URL, an image folder read as a sequence) with ByteTrack (the model's ``track`` settings): one
+        ``Result`` per frame whose ``track_ids`` say which box is which object; ``lines`` ("x1,y1,x2,y2") and
+        ``zones`` ("x1,y1,x2,y2,x3,y3,...") are counted into each result's ``counts``. ``score`` defaults to
+        the tracker's ``low_score`` (its second association needs the low scores); the rest as ``predict``."""
+        from ..models.selection import SelectOptions
+        from ..predict.results import track_results
+
+        predictor = self.predictor()
+        options = SelectOptions.from_names(predictor.class_names, classes, score_threshold=score,
+                                           iou_threshold=iou, max_detections=max_det)
+        results = track_results(predictor, source, options, lines=lines, zones=zones, live=live,
+                                vid_stride=vid_stride, frames=frames, endless=stream)
+        return results if stream else list(results)
+
     def train(self, data: str | Path | list[str | Path] | bool | None = None, **overrides: Any) -> Any:
         """Train this model's recipe on ``data`` (a dataset path as ``data.train=`` takes it, or a list) and
         return the run folder; afterwards this handle holds the trained model (``best.pt``, else ``last.pt``).

@@ -35,8 +35,8 @@ def choice(default: Any, *choices: Any) -> Any:
 class DatasetSpec:
     """One dataset on disk. ``format: auto`` guesses from the path (see ``detzoo.data.formats``)."""
 
-    path: str = ""
-    format: str = choice("auto", "auto", "coco", "voc", "txt", "yolo")
+    path: str = ""  # a COCO JSON file, a VOC folder, a TXT list file or a YOLO folder (docs/data.md)
+    format: str = choice("auto", "auto", "coco", "voc", "txt", "yolo")  # auto: detected from the path
     images: str | None = None  # image root for COCO JSON, TXT and VOC XML files (guessed when empty)
     split: str | None = None  # VOCdevkit ImageSets/Main/<split>.txt, or the YOLO split folder
 
@@ -45,41 +45,41 @@ class DatasetSpec:
 class AugmentConfig:
     """Training augmentation of the SSD paper (probabilities; 0 turns a step off)."""
 
-    photometric: float = 0.5
-    zoom_out: float = 0.5
-    zoom_out_max: float = 4.0
-    iou_crop: bool = True
-    flip: float = 0.5
+    photometric: float = 0.5  # brightness, contrast, saturation, hue
+    zoom_out: float = 0.5  # the image placed on a larger mean-filled canvas
+    zoom_out_max: float = 4.0  # the largest canvas, as a multiple of the image side
+    iou_crop: bool = True  # a crop whose IoU with an object reaches a drawn minimum (the SSD paper's rule)
+    flip: float = 0.5  # horizontal flip
 
 
 @dataclass
 class DataConfig:
-    train: list[DatasetSpec] = field(default_factory=list)
-    val: list[DatasetSpec] = field(default_factory=list)
+    train: list[DatasetSpec] = field(default_factory=list)  # a path, a list of them, or mappings (below); concatenated
+    val: list[DatasetSpec] = field(default_factory=list)  # evaluated during training; empty: no evaluation
     classes: list[str] | None = None  # class names (order = label index); None = read from the data
     skip_bad: bool = False  # skip unreadable samples (and report how many) instead of stopping
     workers: int | None = None  # DataLoader workers per process; None: this process's CPUs less one
     decode: str = choice("cpu", "cpu", "cuda")  # cuda: JPEGs decoded and augmented on the GPU (data/device_decode.py)
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # the training augmentation (data.augment, below)
 
 
 @dataclass
 class ModelConfig:
     """Which zoo model to build; every ``None`` field keeps the model's recipe default."""
 
-    name: str = "ssd300_mobilenetv2"
+    name: str = "ssd300_mobilenetv2"  # a zoo entry (detzoo models)
     num_classes: int | None = None  # None = the number of classes in the data
-    input_size: int | None = None
+    input_size: int | None = None  # input side in pixels (Faster R-CNN: the short-side limit)
     backbone_weights: str | None = None  # local ImageNet weights file (torchvision or pytorch-ssd layout)
     weights: str | None = None  # detzoo checkpoint to start from (transfer learning: head layers re-made)
-    loss: str | None = choice(None, None, "focal", "softmax")
-    focal_alpha: float | None = None
-    focal_gamma: float | None = None
-    neg_pos_ratio: float | None = None
-    score_thresh: float | None = None
-    nms_thresh: float | None = None
+    loss: str | None = choice(None, None, "focal", "softmax")  # SSD: sigmoid focal loss, or softmax with hard negatives
+    focal_alpha: float | None = None  # focal loss weight of the positives
+    focal_gamma: float | None = None  # focal loss exponent
+    neg_pos_ratio: float | None = None  # softmax loss: hard negatives per positive
+    score_thresh: float | None = None  # least score of a detection (evaluation; predict has --score)
+    nms_thresh: float | None = None  # NMS IoU
     pre_nms_top_k: int | None = None  # SSD: candidates kept per class before NMS (the best-scoring)
-    detections_per_img: int | None = None
+    detections_per_img: int | None = None  # detections kept per image after NMS
     roi_batch_size: int | None = None  # two-stage models: RoIs sampled per image to train the box head
 
     def model_kwargs(self) -> dict[str, Any]:
@@ -90,27 +90,27 @@ class ModelConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 1
+    epochs: int = 1  # passes over the training data
     batch_size: int = 8  # per process
-    optimizer: str = choice("sgd", "sgd", "adamw")
+    optimizer: str = choice("sgd", "sgd", "adamw")  # SGD with momentum, or AdamW
     lr: float = 0.05  # learning rate at `reference_batch` images per step; scaled with the real global batch
-    reference_batch: int = 256
-    momentum: float = 0.9
+    reference_batch: int = 256  # the global batch `lr` is given for
+    momentum: float = 0.9  # SGD momentum
     weight_decay: float = 1.5e-4  # on weights only, never on biases or norm parameters
-    schedule: str = choice("cosine", "cosine", "step", "constant")
-    warmup_epochs: float = 2.0
+    schedule: str = choice("cosine", "cosine", "step", "constant")  # after the warm-up
+    warmup_epochs: float = 2.0  # linear warm-up from warmup_factor x lr to lr
     warmup_steps: int | None = None  # overrides warmup_epochs when set
     warmup_factor: float = 0.0  # learning rate at step 0, as a fraction of lr
     lr_end: float = 0.001  # final learning rate of the cosine, as a fraction of lr
     milestones: list[float] = field(default_factory=lambda: [8 / 12, 11 / 12])  # step schedule, fractions
-    gamma: float = 0.1
+    gamma: float = 0.1  # step schedule: the factor at each milestone
     grad_clip: float | None = None  # global gradient norm
     amp: str = choice("none", "none", "fp16", "bf16")  # fp16: CUDA only (gradient scaler); bf16: CPU and CUDA
-    device: str = "auto"
-    seed: int = 0
-    freeze: str = choice("none", "none", "backbone")
+    device: str = "auto"  # auto (CUDA when there is one), cpu, cuda, cuda:1; torchrun: LOCAL_RANK's GPU
+    seed: int = 0  # seeds every random draw of the run (weights, sampling, augmentation)
+    freeze: str = choice("none", "none", "backbone")  # backbone: its weights and BatchNorm statistics stay
     freeze_bn: bool = False  # BatchNorm uses and keeps its running statistics (scale/shift still train)
-    output: str = "runs"
+    output: str = "runs"  # the folder run folders are made in
     name: str | None = None  # run folder name (default: model name + time)
     resume: str | None = None  # a checkpoint or run folder to continue exactly
     checkpoint_every: int = 0  # also keep epoch_N.pt every N epochs (0 = only last.pt)
@@ -121,7 +121,7 @@ class TrainConfig:
     early_stop: int = 0  # stop after this many evaluations without improvement (0 = off)
     precise_bn: int = 0  # before each evaluation, re-estimate BatchNorm statistics over this many batches
     ema: bool = False  # keep an EMA of the weights; it is what is evaluated and what load_model uses
-    ema_decay: float = 0.9998
+    ema_decay: float = 0.9998  # the EMA's weight of its past value at each update
     ema_warmup: int = 2000  # decay ramps up as ema_decay * (1 - exp(-updates / ema_warmup)); 0 = constant
     max_nonfinite: int = 5  # abort after this many non-finite losses in a row
     sync_bn: bool = False  # SyncBatchNorm across DDP processes (CUDA only)
@@ -134,8 +134,8 @@ class TrainConfig:
 
 @dataclass
 class EvalConfig:
-    metric: str = choice("coco", "coco", "voc07", "voc07_area")
-    batch_size: int = 8
+    metric: str = choice("coco", "coco", "voc07", "voc07_area")  # pycocotools, or VOC AP@iou (11-point or area)
+    batch_size: int = 8  # images per evaluation batch
     iou_thresh: float = 0.5  # VOC metrics
     # score threshold every mAP is computed at, apart from the model's own (predict / serve / export); None:
     # the model's evaluation threshold, 0.001 for the SSD family, 0.05 for Faster R-CNN (models/selection.py)

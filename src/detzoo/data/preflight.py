@@ -326,7 +326,7 @@ def apply_findings(findings: Findings, skip_bad: bool, hint: str, splits: dict[s
         log(f"warning: {findings.cache_error}")
     if findings.repairs:
         log(_listed(f"warning: repaired {len(findings.repairs)} truncated JPEG(s) (decoded from the data they hold, "
-                    "see README: Data problems)", findings.repairs))
+                    "see docs/data.md: Data problems)", findings.repairs))
     if findings.duplicates:
         log(_duplicates_warning(findings))
     if not messages:

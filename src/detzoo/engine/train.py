@@ -2,8 +2,7 @@
 
 Data -> records -> Dataset + transforms -> DataLoader; model from the registry (+ backbone / transfer
 weights, freezing, SyncBN); optimiser and schedule scaled to the global batch; run folder; resume;
-feedback callbacks (plots, TensorBoard). Under ``torchrun`` every process runs ``train`` (see README,
-"Training").
+feedback callbacks (plots, TensorBoard). Under ``torchrun`` every process runs ``train`` (see docs/training.md).
 """
 
 from __future__ import annotations

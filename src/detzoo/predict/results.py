@@ -43,6 +43,7 @@ class Result:
     image: np.ndarray | torch.Tensor | None = None  # the pixels (uint8 RGB) when in memory; files are read again
     frame: int | None = None  # a video frame's index in its source
     timestamp: float | None = None  # a video frame's time, seconds
+    counts: dict | None = None  # tracking with lines or zones: their counts after this frame
 
     def __len__(self) -> int:
         return len(self.detections)
@@ -60,6 +61,11 @@ class Result:
     def labels(self) -> torch.Tensor:
         """int64 [D], class indices into ``class_names``."""
         return self.detections.labels
+
+    @property
+    def track_ids(self) -> torch.Tensor | None:
+        """int64 [D]: each detection's identity across frames (``Model.track``), None otherwise."""
+        return self.detections.track_ids
 
     @property
     def class_names(self) -> list[str]:
@@ -98,7 +104,8 @@ class Result:
         """``{"image", "image_id", "detections": [{"box", "score", "label", "class_name"}]}`` (the per-image JSON
         of ``detzoo predict`` and the service); video frames add ``frame`` and ``timestamp``."""
         if self.frame is not None:
-            return frame_record(self.detections, self.frame, self.timestamp or 0.0)
+            record = frame_record(self.detections, self.frame, self.timestamp or 0.0)
+            return record if self.counts is None else {**record, "counts": self.counts}
         return self.detections.to_dict()
 
     def to_coco(self, category_ids: list[int] | None = None) -> list[dict]:
@@ -166,5 +173,29 @@ def _video_results(predictor: Predictor, source: VideoSource, options: SelectOpt
                              frame=frame.index, timestamp=frame.timestamp)
         finally:
             prediction.close()
+
+    return results()
+
+
+def track_results(predictor: Predictor, source: Source, options: SelectOptions | None = None, *, lines=(),
+                  zones=(), live: bool | None = None, vid_stride: int = 1, frames: str | None = None,
+                  endless: bool = False) -> Iterator[Result]:
+    """``Predictor.track`` as ``Result``s: a video file, camera, stream or image folder (read as a sequence);
+    each result's detections carry ``track_ids``, and ``counts`` the lines' and zones' state."""
+    if isinstance(source, (str, Path, int)) and not isinstance(source, bool):
+        source = resolve_source(str(source), live=live)
+    if isinstance(source, VideoSource) and source.reconnect and not endless:
+        raise ConfigError(f"{source.url}: a camera or stream never ends; iterate track(..., stream=True) to get "
+                          "its frames as they come")
+    tracking = predictor.track(source, options, lines=lines, zones=zones, vid_stride=vid_stride, frames=frames)
+    name = tracking.source.name
+
+    def results() -> Iterator[Result]:
+        try:
+            for frame in tracking:
+                yield Result(frame.detections, f"{name}_{frame.index:06d}.jpg", image=frame.image, frame=frame.index,
+                             timestamp=frame.timestamp, counts=frame.counts)
+        finally:
+            tracking.close()
 
     return results()
