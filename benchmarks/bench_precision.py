@@ -37,7 +37,8 @@ GOAL_POINTS = 0.3
 def evaluate(checkpoint: str, dataset: str, precision: str) -> tuple[dict[str, float], int]:
     predictor = Predictor.from_file(checkpoint, device=ARGS.device, precision=precision, batch_size=8)
     data = read_dataset(DatasetSpec(dataset), predictor.class_names)
-    return evaluate_detections(list(predictor.predict_data(data)), data, "coco").metrics, len(data)
+    options, _ = predictor.backend.evaluation_options()  # the evaluation threshold, as detzoo eval
+    return evaluate_detections(list(predictor.predict_data(data, options)), data, "coco").metrics, len(data)
 
 
 def main() -> None:

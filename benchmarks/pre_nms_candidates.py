@@ -83,7 +83,8 @@ def main() -> None:
         results = {}
         for name, postprocess in ((before_name, before_post), (now_name, now_post)):
             model.postprocess = postprocess
-            results[name] = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size)
+            results[name] = evaluate_model(model, data, ARGS.metric, batch_size=ARGS.batch_size,
+                                           score_threshold=threshold)  # this row's threshold, not 0.001
         changed = sum(not same(a, b) for a, b in zip(results[before_name][1], results[now_name][1]))
         candidates = float((scores > threshold).sum()) / len(scores)
         for name, seconds in ((before_name, before_s), (now_name, now_s)):

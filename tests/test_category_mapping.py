@@ -17,6 +17,7 @@ from detzoo.cli import main
 from detzoo.common.config import DatasetSpec
 from detzoo.common.structures import Detections
 from detzoo.data.formats import read_dataset
+from detzoo.models.selection import SelectOptions
 from detzoo.predict import Predictor
 
 MODEL_CLASSES = ["person", "car", "dog"]
@@ -26,12 +27,23 @@ OBJECTS = {1: [("dog", [10, 10, 50, 50]), ("person", [60, 20, 100, 90])],
 SCORE = {"person": 0.9, "car": 0.85, "dog": 0.8}
 
 
+class PerfectBackend:
+    """What evaluation asks a Predictor's backend: its selection for mAP and its own score threshold."""
+
+    score_threshold = 0.05
+
+    def evaluation_options(self, score_threshold=None):
+        return SelectOptions(score_threshold=0.001 if score_threshold is None else score_threshold,
+                             max_detections=100), ""
+
+
 class PerfectDetector:
     """Stands in for Predictor: the model's classes, and one detection per object in the image."""
 
     class_names = MODEL_CLASSES
+    backend = PerfectBackend()
 
-    def predict_data(self, data):
+    def predict_data(self, data, options=None):
         for record in data.records:
             found = OBJECTS[record.image_id]
             yield Detections(torch.tensor([box for _, box in found], dtype=torch.float32),

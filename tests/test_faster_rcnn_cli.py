@@ -48,10 +48,11 @@ def test_train_evaluates_and_writes_checkpoints(run):
 def test_eval_matches_pycocotools(run, subset, coco128, tmp_path, capsys):
     out = tmp_path / "eval"
     assert main(["eval", str(run / "last.pt"), "--data", str(subset), "--images", str(coco128 / "val2017"),
-                 "--out", str(out), "--workers", "0", "--batch-size", "2"]) == 0
+                 "--out", str(out), "--workers", "0", "--batch-size", "2", "--score", "0"]) == 0
     printed = capsys.readouterr().out
     results = json.loads((out / "detections.json").read_text())
-    assert {r["image_id"] for r in results} == set(IMAGE_IDS)  # score threshold 0: detections everywhere
+    assert {r["image_id"] for r in results} == set(IMAGE_IDS)  # evaluation threshold 0: detections everywhere
+    assert "evaluated at score >= 0, at most 100 detections per image" in printed
     gt = COCO(str(subset))
     evaluator = COCOeval(gt, gt.loadRes(results), "bbox")
     evaluator.evaluate()

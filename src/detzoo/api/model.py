@@ -192,15 +192,20 @@ class Model(torch.nn.Module):
 
     def val(self, data: str | Path, *, format: str = "auto", images: str | Path | None = None,
             split: str | None = None, classes: list[str] | None = None, metric: str | None = None,
-            iou: float = 0.5, skip_bad: bool = False, out: str | Path = "eval_out") -> Evaluation:
+            iou: float = 0.5, skip_bad: bool = False, out: str | Path = "eval_out",
+            score: float | None = None) -> Evaluation:
         """Evaluate on a dataset, as ``detzoo eval``: returns the ``Evaluation`` (``metrics``, ``per_class``,
-        ``report``, ``score``) and writes ``out/detections.json`` and the pictures (PR curves, AP per class,
-        confusion matrix, samples). ``metric``: coco, voc07 or voc07_area (default: the recipe's)."""
+        ``report``, ``score``, ``f1_thresholds``) and writes ``out/detections.json``, ``out/metrics.json`` and the
+        pictures (PR curves, AP per class, confusion matrix, samples). ``metric``: coco, voc07 or voc07_area
+        (default: the recipe's); ``score``: the evaluation threshold (default: the recipe's ``eval.score_thresh``,
+        else the model's: 0.001 SSD, 0.05 Faster R-CNN), not ``predict``'s."""
         from ..predict.evaluate import evaluate_dataset
 
         spec = DatasetSpec(str(data), format, str(images) if images else None, split)
         metric = metric or (self.config.eval.metric if self.config is not None else "coco")
-        return evaluate_dataset(self.predictor(), spec, out, classes, metric, iou, skip_bad)
+        if score is None and self.config is not None:
+            score = self.config.eval.score_thresh
+        return evaluate_dataset(self.predictor(), spec, out, classes, metric, iou, skip_bad, score)
 
     def export(self, out: str | Path | None = None, *, nms: bool = False, check_images: str | Path | None = None,
                check_count: int = 8, tolerance: float | None = None, opset: int | None = None) -> Path:

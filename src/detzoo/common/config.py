@@ -76,7 +76,7 @@ class ModelConfig:
     focal_alpha: float | None = None  # focal loss weight of the positives
     focal_gamma: float | None = None  # focal loss exponent
     neg_pos_ratio: float | None = None  # softmax loss: hard negatives per positive
-    score_thresh: float | None = None  # least score of a detection (evaluation; predict has --score)
+    score_thresh: float | None = None  # the model's own least score (exports, serve); mAP: eval.score_thresh
     nms_thresh: float | None = None  # NMS IoU
     pre_nms_top_k: int | None = None  # SSD: candidates kept per class before NMS (the best-scoring)
     detections_per_img: int | None = None  # detections kept per image after NMS
@@ -137,6 +137,11 @@ class EvalConfig:
     metric: str = choice("coco", "coco", "voc07", "voc07_area")  # pycocotools, or VOC AP@iou (11-point or area)
     batch_size: int = 8  # images per evaluation batch
     iou_thresh: float = 0.5  # VOC metrics
+    score_thresh: float | None = None  # score threshold of every mAP; null: 0.001 SSDs, 0.05 Faster R-CNN
+
+    def __post_init__(self) -> None:
+        if self.score_thresh is not None and not 0.0 <= self.score_thresh <= 1.0:
+            raise ConfigError(f"eval.score_thresh must be in [0, 1], got {self.score_thresh}")
 
 
 @dataclass

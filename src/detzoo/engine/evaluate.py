@@ -14,6 +14,7 @@ from ..common.structures import Detections
 from ..data.loader import inference_loader
 from ..data.records import DetectionData
 from ..evaluation import EvalResult, evaluate_detections
+from ..models.selection import SelectOptions
 from .inference import TorchBackend, run_inference
 
 
@@ -31,19 +32,20 @@ def interleave(parts: list[list[Detections]], total: int) -> list[Detections]:
 
 
 def local_detections(backend, data: DetectionData, batch_size: int, workers: int,
-                     dist: DistInfo | None = None) -> list[Detections]:
-    """The detections of this process's share of the images (all of them in a single process)."""
+                     dist: DistInfo | None = None, options: SelectOptions | None = None) -> list[Detections]:
+    """The detections of this process's share of the images (all of them in a single process), selected with
+    ``options`` (the model's own settings when None)."""
     dist = dist or DistInfo()
     loader = inference_loader(data, backend.preprocess, batch_size, workers, dist.rank, dist.world_size,
                               getattr(backend, "device", None))
-    return list(run_inference(backend, loader, data.class_names))
+    return list(run_inference(backend, loader, data.class_names, options))
 
 
 def collect_detections(backend, data: DetectionData, batch_size: int, workers: int,
-                       dist: DistInfo | None = None) -> list[Detections]:
+                       dist: DistInfo | None = None, options: SelectOptions | None = None) -> list[Detections]:
     """Every image's detections in dataset order on rank 0 (an empty list on the other processes)."""
     dist = dist or DistInfo()
-    detections = local_detections(backend, data, batch_size, workers, dist)
+    detections = local_detections(backend, data, batch_size, workers, dist, options)
     if not dist.enabled:
         return detections
     parts = all_gather_objects(detections)
@@ -57,14 +59,20 @@ def collect_detections(backend, data: DetectionData, batch_size: int, workers: i
 
 def evaluate_model(model: torch.nn.Module, data: DetectionData, metric: str, batch_size: int = 8,
                    workers: int = 0, device: torch.device | str = "cpu", dist: DistInfo | None = None,
-                   iou_thresh: float = 0.5) -> tuple[EvalResult | None, list[Detections]]:
-    """-> (result on rank 0, None elsewhere; all detections on rank 0)."""
+                   iou_thresh: float = 0.5, score_threshold: float | None = None
+                   ) -> tuple[EvalResult | None, list[Detections]]:
+    """-> (result on rank 0, None elsewhere; all detections on rank 0), at the evaluation threshold
+    ``score_threshold`` (default: the model's, ``models.selection.evaluation_options``) with at most 100
+    detections per image; both thresholds are in the result (``thresholds``)."""
     was_training = model.training
     backend = TorchBackend(model, device)
+    options, note = backend.evaluation_options(score_threshold)
     try:
-        detections = collect_detections(backend, data, batch_size, workers, dist)
+        detections = collect_detections(backend, data, batch_size, workers, dist, options)
     finally:
         model.train(was_training)
     if dist is not None and not dist.is_main:
         return None, []
-    return evaluate_detections(detections, data, metric, iou_thresh), detections
+    result = evaluate_detections(detections, data, metric, iou_thresh)
+    result.set_thresholds(options.score_threshold, backend.score_threshold, note)
+    return result, detections

@@ -14,7 +14,7 @@ from ..common.precision import autocast, check_torch_precision
 from ..common.structures import Detections
 from ..data.loader import Batch, dataset_order
 from ..data.transforms import Preprocess, normalize
-from ..models.selection import SelectOptions, select_with
+from ..models.selection import SelectOptions, evaluation_options, select_with
 from .compiled import compile_for_inference
 
 
@@ -36,6 +36,15 @@ class TorchBackend:
         if self.channels_last:
             self.model.to(memory_format=torch.channels_last)
         self.preprocess: Preprocess = model.preprocess
+
+    @property
+    def score_threshold(self) -> float:
+        """The model's own score threshold (what it selects with when a call sets none)."""
+        return self.model.selection.score_thresh
+
+    def evaluation_options(self, score_threshold: float | None = None) -> tuple[SelectOptions, str]:
+        """The selection mAP is computed with (``models.selection.evaluation_options``), and a note ("")."""
+        return evaluation_options(self.model.selection, score_threshold), ""
 
     @torch.inference_mode()
     def __call__(self, batch: Batch, options: SelectOptions | None = None) -> list[dict]:

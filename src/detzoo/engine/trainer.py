@@ -44,6 +44,8 @@ from ..data.records import DetectionData
 from ..data.targets import Targets
 from ..data.transforms import normalize
 from ..data.workers import stop_loader_workers
+from ..evaluation.base import thresholds_line
+from .best import compare, ranking
 from .compiled import compiled_loss
 from .evaluate import evaluate_model
 from .optim import step_unless
@@ -127,7 +129,8 @@ class Trainer:
         self.step = 0  # optimiser steps (incl. skipped non-finite ones) since the start
         self.epoch_loss_sums: dict[str, float] = {}  # this epoch's losses so far (saved: exact rows on resume)
         self.epoch_loss_count = 0
-        self.best_score: float | None = None
+        self.best_score: float | None = None  # the primary metric of best.pt
+        self.best_ranking: list = []  # best.pt's (name, value) pairs in ranking order (``engine/best.py``)
         self.evals_without_improvement = 0
         self.nonfinite_in_row = 0
         self.skipped_samples = 0
@@ -388,28 +391,29 @@ class Trainer:
         ``last_eval_detections``."""
         result, self.last_eval_detections = evaluate_model(
             self.eval_model, self.val_data, self.config.eval.metric, self.config.eval.batch_size,
-            data_workers(self.config.data.workers), self.device, self.dist, self.config.eval.iou_thresh)
+            data_workers(self.config.data.workers), self.device, self.dist, self.config.eval.iou_thresh,
+            self.config.eval.score_thresh)
         return result
 
     def _end_epoch(self, row: dict) -> bool:
         """Evaluate when due, save checkpoints, log. Returns True to stop early."""
         stop = False
         improved = False
+        why = ""
         if self.cfg.precise_bn and (self._eval_due() or self.epoch + 1 == self.cfg.epochs):
             recompute_bn_statistics(self.model, self.train_loader.dataset.data, self.cfg.precise_bn,
                                     self.config.eval.batch_size, self.device, 0, self.dist,
                                     target=self.eval_model)
         if self._eval_due():
             result = self.evaluate()
-            score = torch.tensor([result.score if result is not None else 0.0], dtype=torch.float64,
-                                 device=self.device)
-            score = float(all_reduce_sum(score))  # rank 0's score, on every process
+            keys = self._shared_ranking(result)
             if result is not None:
                 self.last_eval = result
                 row.update({f"val_{k}": v for k, v in result.metrics.items()})
-            improved = self.best_score is None or score > self.best_score
+            improved, better, why = compare(keys, self.best_ranking)
             if improved:
-                self.best_score = score
+                self.best_score, self.best_ranking = keys[0][1], [list(pair) for pair in keys]
+            if better:
                 self.evals_without_improvement = 0
             else:
                 self.evals_without_improvement += 1
@@ -428,12 +432,32 @@ class Trainer:
         for callback in self.callbacks:
             callback.after_epoch(self, row)
         self.log(epoch_line(row, self.cfg.epochs, improved))
+        if self.last_eval is not None and self._eval_row(row):
+            thresholds = self.last_eval.thresholds
+            said = [thresholds_line(thresholds["evaluation"], thresholds["model"])] if thresholds else []
+            self.log("  " + "; ".join(said + ([why] if why else [])))
         if stop:
             self.log(f"early stop: no improvement of val {self._primary_name()} in "
                      f"{self.evals_without_improvement} evaluation(s) (train.early_stop={self.cfg.early_stop}); "
                      f"best {self.best_score:.4f} in {self.run_dir / 'best.pt'}")
         barrier()
         return stop
+
+    @staticmethod
+    def _eval_row(row: dict) -> bool:
+        return any(key.startswith("val_") for key in row)
+
+    def _shared_ranking(self, result) -> tuple[tuple[str, float], ...]:
+        """The result's ranking keys (``engine/best.py``), rank 0's on every process."""
+        keys = ranking(result.metrics, result.primary) if result is not None else ()
+        count = torch.tensor([float(len(keys))], dtype=torch.float64, device=self.device)
+        count = int(all_reduce_sum(count))
+        values = torch.zeros(count, dtype=torch.float64, device=self.device)
+        if keys:
+            values += torch.tensor([value for _, value in keys], dtype=torch.float64, device=self.device)
+        values = all_reduce_sum(values).tolist()
+        names = [name for name, _ in keys] or [f"key{i}" for i in range(count)]
+        return tuple(zip(names, values))
 
     def _primary_name(self) -> str:
         return self.last_eval.primary if self.last_eval is not None else "metric"

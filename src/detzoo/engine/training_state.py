@@ -30,6 +30,7 @@ def training_state(trainer: Trainer, gather: bool = True) -> dict:
         "step": trainer.step,
         "epoch_losses": {"sums": dict(trainer.epoch_loss_sums), "count": trainer.epoch_loss_count},
         "best_score": trainer.best_score,
+        "best_ranking": trainer.best_ranking,
         "evals_without_improvement": trainer.evals_without_improvement,
         "nonfinite_in_row": trainer.nonfinite_in_row,
         "skipped_samples": trainer.skipped_samples,
@@ -53,6 +54,9 @@ def restore_training_state(trainer: Trainer, state: dict) -> None:
     trainer.epoch_loss_sums = dict(epoch_losses.get("sums", {}))
     trainer.epoch_loss_count = epoch_losses.get("count", 0)
     trainer.best_score = state["best_score"]
+    # an older last.pt has the primary metric alone: ties on it then go to the later checkpoint
+    trainer.best_ranking = state.get("best_ranking") or ([["mAP", state["best_score"]]]
+                                                         if state["best_score"] is not None else [])
     trainer.evals_without_improvement = state.get("evals_without_improvement", 0)
     trainer.nonfinite_in_row = state.get("nonfinite_in_row", 0)
     trainer.skipped_samples = state.get("skipped_samples", 0)

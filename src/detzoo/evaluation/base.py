@@ -22,10 +22,32 @@ class EvalResult:
     # curve is that class's AP of the same name in ``class_aps`` (see each evaluator for the interpolation).
     curves: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]] = field(default_factory=dict)
     class_aps: dict[str, dict[str, float]] = field(default_factory=dict)  # AP name -> class name -> AP
+    # class name -> {score, f1, precision, recall} at the score threshold that maximises F1 (None: no hit)
+    f1_thresholds: dict[str, dict | None] = field(default_factory=dict)
+    thresholds: dict[str, float] = field(default_factory=dict)  # "evaluation" / "model": the score thresholds
 
     @property
     def score(self) -> float:
         return self.metrics[self.primary]
+
+    def set_thresholds(self, evaluation: float | None, model: float | None, note: str = "") -> None:
+        """Record (and add to the report) the score threshold the detections were evaluated at and the model's
+        own (what predict, serve and exported files select with)."""
+        self.thresholds = {"evaluation": evaluation, "model": model}
+        self.report += "\n" + thresholds_line(evaluation, model) + (f"\nnote: {note}" if note else "")
+
+    def to_json(self) -> dict:
+        """What ``metrics.json`` holds: metrics, AP per class, both thresholds, the F1-optimal scores."""
+        clean = {name: (None if value != value else value) for name, value in self.per_class.items()}
+        return {"metrics": self.metrics, "primary": self.primary, "per_class": clean,
+                "thresholds": self.thresholds, "f1_thresholds": self.f1_thresholds}
+
+
+def thresholds_line(evaluation: float | None, model: float | None) -> str:
+    """The line saying which score threshold an mAP was computed at, apart from the deployment one."""
+    shown = "the model's own" if evaluation is None else f"{evaluation:g}"
+    model_part = "" if model is None else f"; the model's own threshold (predict, serve, export): {model:g}"
+    return f"evaluated at score >= {shown}, at most 100 detections per image{model_part}"
 
 
 class Evaluator:

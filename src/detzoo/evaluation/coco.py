@@ -17,6 +17,7 @@ from pycocotools.cocoeval import COCOeval
 
 from ..data.writers import to_coco_dict
 from .base import EvalResult, Evaluator, per_class_table
+from .thresholds import best_f1, coco_ranked, f1_table
 
 SUMMARY_NAMES = ["mAP", "mAP50", "mAP75", "mAP_small", "mAP_medium", "mAP_large",
                  "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large"]
@@ -70,10 +71,22 @@ class COCOEvaluator(Evaluator):
         metrics = {name: float(v) for name, v in zip(SUMMARY_NAMES, evaluator.stats)}
         per_class, curves, class_aps = class_results(evaluator, self.gt)
         known = [v for v in per_class.values() if not np.isnan(v)]
-        report = "\n".join([summary.rstrip(), "", per_class_table(per_class, "AP@[.5:.95]"),
+        f1 = f1_thresholds(evaluator, self.gt)
+        report = "\n".join([summary.rstrip(), "", per_class_table(per_class, "AP@[.5:.95]"), "", f1_table(f1),
                             f"mAP@[.5:.95] {metrics['mAP']:.4f}  mAP@0.5 {metrics['mAP50']:.4f}  "
                             f"({len(known)} classes with ground truth, {len(image_ids)} images)"])
-        return EvalResult(metrics, per_class, report, curves=curves, class_aps=class_aps)
+        return EvalResult(metrics, per_class, report, curves=curves, class_aps=class_aps, f1_thresholds=f1)
+
+
+def f1_thresholds(evaluator: COCOeval, gt: COCO) -> dict[str, dict | None]:
+    """Class name -> the F1-optimal score threshold at IoU 0.5 (``thresholds.best_f1``), for classes with
+    ground truth."""
+    out = {}
+    for k, cat_id in enumerate(evaluator.params.catIds):
+        ranked = coco_ranked(evaluator, k, 0.5)
+        if ranked is not None:
+            out[gt.cats[cat_id]["name"]] = best_f1(*ranked)
+    return out
 
 
 def class_results(evaluator: COCOeval, gt: COCO) -> tuple[dict, dict, dict]:

@@ -21,6 +21,7 @@ from torchvision.ops import box_iou
 
 from ..data.records import DetectionData
 from .base import EvalResult, Evaluator, per_class_table
+from .thresholds import best_f1, f1_table
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray, use_11_point: bool) -> float:
@@ -76,8 +77,9 @@ class VOCEvaluator(Evaluator):
                 out[(record.image_id, int(label))] = (torch.from_numpy(record.boxes[mask]).float(), ignore[mask])
         return out
 
-    def class_curves(self) -> dict[int, tuple[np.ndarray, np.ndarray] | None]:
-        """label -> (recall, precision) over its detections, or None without (non-ignored) ground truth."""
+    def class_curves(self) -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray] | None]:
+        """label -> (recall, precision, scores) over its detections ranked by score, or None without
+        (non-ignored) ground truth."""
         ground_truth = self._ground_truth()
         known_images = {r.image_id for r in self.data.records}
         positives = defaultdict(int)
@@ -102,17 +104,21 @@ class VOCEvaluator(Evaluator):
                 continue
             label_scores = np.concatenate(scores[label]) if scores[label] else np.zeros(0)
             outcome = np.concatenate(outcomes[label]) if outcomes[label] else np.zeros(0, dtype=np.int64)
-            outcome = outcome[np.argsort(-label_scores, kind="stable")]
+            ranking = np.argsort(-label_scores, kind="stable")
+            outcome = outcome[ranking]
             true_pos = np.cumsum(outcome == 1)
             false_pos = np.cumsum(outcome == 0)
             recall = true_pos / positives[label]
             precision = true_pos / np.maximum(true_pos + false_pos, np.finfo(np.float64).eps)
-            curves[label] = (recall, precision)
+            curves[label] = (recall, precision, label_scores[ranking])
         return curves
 
     def evaluate(self) -> EvalResult:
-        curves = self.class_curves()
+        ranked = self.class_curves()
         names = self.data.class_names
+        # an ignored (difficult) match counts neither way; its score is never the best F1's (F1 does not rise)
+        f1 = {names[k]: best_f1(r[2], r[0], r[1]) for k, r in ranked.items() if r is not None}
+        curves = {k: (r[0], r[1]) if r is not None else None for k, r in ranked.items()}
         aps = {method: {names[k]: (average_precision(*c, use_11_point=method == "11point") if c is not None
                                    else float("nan")) for k, c in curves.items()}
                for method in ("11point", "area")}
@@ -122,7 +128,7 @@ class VOCEvaluator(Evaluator):
         metrics = {"mAP": means[chosen], "mAP_11point": means["11point"], "mAP_area": means["area"]}
         title = f"AP@{self.iou_thresh:g} ({'11-point' if self.use_11_point else 'area'})"
         with_gt = sum(c is not None for c in curves.values())
-        report = "\n".join([per_class_table(aps[chosen], title),
+        report = "\n".join([per_class_table(aps[chosen], title), "", f1_table(f1, self.iou_thresh),
                             f"VOC mAP@{self.iou_thresh:g} {metrics['mAP']:.4f}  (11-point {means['11point']:.4f}, "
                             f"area {means['area']:.4f}; {with_gt} classes with ground truth, "
                             f"{len(self.data.records)} images, difficult objects ignored)"])
@@ -130,4 +136,4 @@ class VOCEvaluator(Evaluator):
         curves = {f"{iou} (area)": {names[k]: interpolated_curve(*c) for k, c in curves.items() if c is not None}}
         class_aps = {f"{iou} (area)": {n: v for n, v in aps["area"].items() if v == v},
                      f"{iou} (11-point)": {n: v for n, v in aps["11point"].items() if v == v}}
-        return EvalResult(metrics, aps[chosen], report, curves=curves, class_aps=class_aps)
+        return EvalResult(metrics, aps[chosen], report, curves=curves, class_aps=class_aps, f1_thresholds=f1)

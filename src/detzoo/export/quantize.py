@@ -143,20 +143,23 @@ class PrecisionResult:
     metrics: dict[str, float]
     primary: str
     ms_per_image: float
+    score_threshold: float | None = None  # the evaluation threshold the metrics were computed at
 
 
 def evaluate_onnx(path: str | Path, data: DetectionData, metric: str = "coco", batch_size: int = 8
                   ) -> PrecisionResult:
-    """Accuracy and speed (ms/image of the backend calls) of an ONNX file."""
+    """Accuracy (at the evaluation threshold, as ``detzoo eval``) and speed (ms/image of the backend calls, with
+    that selection) of an ONNX file."""
     from ..evaluation import evaluate_detections
     from ..predict import Predictor
 
     backend = OnnxBackend(path, device="cpu")
     timed = TimedBackend(backend)
-    detections = list(Predictor(timed, backend.class_names, batch_size).predict_data(data))
+    options, _ = backend.evaluation_options()
+    detections = list(Predictor(timed, backend.class_names, batch_size).predict_data(data, options))
     result = evaluate_detections(detections, data, metric)
     return PrecisionResult(backend.metadata.precision, Path(path), result.metrics, result.primary,
-                           timed.ms_per_image)
+                           timed.ms_per_image, options.score_threshold)
 
 
 def comparison_table(fp32: PrecisionResult, int8: PrecisionResult) -> str:
@@ -165,4 +168,7 @@ def comparison_table(fp32: PrecisionResult, int8: PrecisionResult) -> str:
     rows += [f"{r.name:<6} {100 * r.metrics[key]:>8.2f} {r.ms_per_image:>9.1f}  {r.path}" for r in (fp32, int8)]
     rows.append(f"INT8 vs FP32: {100 * (int8.metrics[key] - fp32.metrics[key]):+.2f} {key} points, "
                 f"{fp32.ms_per_image / int8.ms_per_image:.2f}x faster")
+    if fp32.score_threshold is not None:
+        rows.append(f"{key} at score >= {fp32.score_threshold:g} (the evaluation threshold), at most 100 detections "
+                    "per image")
     return "\n".join(rows)

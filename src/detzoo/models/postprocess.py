@@ -37,6 +37,8 @@ FIRST_ROUND = 1000  # candidates the selection looks at first (at least 4 x the 
 
 
 class Postprocess(nn.Module):
+    eval_score_thresh = 0.001  # what mAP is computed at (``models/selection.py``), apart from ``score_thresh``
+
     def __init__(self, score_kind: str = "focal", score_thresh: float = 0.05, nms_thresh: float = 0.6,
                  pre_nms_top_k: int = PRE_NMS_TOP_K, detections_per_img: int = 100,
                  box_coder: BoxCoder | None = None):

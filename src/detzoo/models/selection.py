@@ -7,6 +7,11 @@ R-CNN's ``RoIHeads``) under the names ``score_thresh``, ``nms_thresh`` and ``det
 "10 detections of class person" means ten persons). A graph that already ends with NMS (an ONNX export
 with ``--nms``, two-stage exports) can only be made stricter after the fact: ``apply_to_final`` filters by
 score and class, caps the count and runs a class-aware NMS at a lower IoU, and refuses looser settings.
+
+Two score thresholds: the model's own (``score_thresh``, what predict's selection, the service and exported
+files start from) and the *evaluation* threshold every mAP is computed at (``evaluation_options``): low, as
+the references evaluate, with the COCO protocol's cap of 100 detections per image, so that a model whose
+scores are still small (focal loss early in training) is ranked on how it orders its boxes, not cut to 0.
 """
 
 from __future__ import annotations
@@ -21,6 +26,12 @@ from torchvision.ops import batched_nms
 from ..common.errors import ConfigError
 
 UNCAPPED = 2**31 - 1  # a detections cap that never cuts
+EVAL_MAX_DETECTIONS = 100  # the COCO protocol ranks up to 100 detections per image, whatever their score
+# Evaluation thresholds of the references: torchvision's SSDlite keeps scores >= 0.001 (SSD300 0.01), Ultralytics
+# validates at 0.001; torchvision's Faster R-CNN evaluates at its box_score_thresh 0.05 (as detectron2 and
+# MMDetection do for two-stage models: their second stage's softmax scores are not small early on).
+SINGLE_STAGE_EVAL_SCORE = 0.001
+TWO_STAGE_EVAL_SCORE = 0.05
 SETTINGS = {"score_threshold": "score_thresh", "iou_threshold": "nms_thresh", "max_detections": "detections_per_img"}
 
 
@@ -133,3 +144,28 @@ def apply_to_final(output: dict, options: SelectOptions | None, baked: dict, sou
     if options.max_detections is not None:
         output = {key: value[: options.max_detections] for key, value in output.items()}
     return output
+
+
+def evaluation_score_threshold(holder) -> float:
+    """The evaluation threshold of the model whose selection module is ``holder``: its class's
+    ``eval_score_thresh`` (the SSD ``Postprocess``: 0.001), else the two-stage one (0.05)."""
+    return getattr(holder, "eval_score_thresh", TWO_STAGE_EVAL_SCORE)
+
+
+def evaluation_options(holder, score_threshold: float | None = None) -> SelectOptions:
+    """The selection every mAP is computed with: ``score_threshold`` (default: the model's evaluation
+    threshold), the model's NMS IoU, at most ``EVAL_MAX_DETECTIONS`` per image."""
+    score = evaluation_score_threshold(holder) if score_threshold is None else score_threshold
+    return SelectOptions(score_threshold=score, max_detections=EVAL_MAX_DETECTIONS)
+
+
+def final_evaluation_options(baked: dict, score_threshold: float | None = None) -> tuple[SelectOptions, str]:
+    """Evaluation options for a graph that already ends with NMS run with ``baked`` settings, which can only be
+    made stricter: ``score_threshold`` (default: the baked one) raised to the baked one where lower, at most
+    ``EVAL_MAX_DETECTIONS`` per image; and a note when the wanted threshold could not be honoured ("" else)."""
+    wanted = baked["score_thresh"] if score_threshold is None else score_threshold
+    score = max(wanted, baked["score_thresh"])
+    note = (f"the file's NMS kept scores >= {baked['score_thresh']:g} only: evaluated at that threshold, not "
+            f"{wanted:g} (export without --nms to evaluate lower)" if score > wanted else "")
+    return SelectOptions(score_threshold=score, max_detections=min(EVAL_MAX_DETECTIONS,
+                                                                   baked["detections_per_img"])), note

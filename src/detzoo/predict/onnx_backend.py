@@ -24,7 +24,13 @@ from ..data.loader import Batch, padded_side
 from ..data.transforms import Preprocess, normalize
 from ..models.detector import CANDIDATES, DETECTIONS, IMAGE_SIZE, IMAGES
 from ..models.postprocess import Postprocess
-from ..models.selection import SelectOptions, apply_to_final, select_with
+from ..models.selection import (
+    SelectOptions,
+    apply_to_final,
+    evaluation_options,
+    final_evaluation_options,
+    select_with,
+)
 
 PREFIX = "detzoo."
 FORMAT_VERSION = 1
@@ -170,6 +176,25 @@ class OnnxBackend:
         self.postprocess = (Postprocess(**self.metadata.extra["postprocess"])
                             if self.metadata.outputs == CANDIDATES else None)
 
+    def _baked(self) -> dict:
+        baked = self.metadata.extra.get("postprocess")
+        if baked is None:
+            raise ConfigError(f"{self.path} does not record the settings its NMS ran with (exported by an older "
+                              "detzoo); export it again to choose score, IoU or cap at prediction time")
+        return baked
+
+    @property
+    def score_threshold(self) -> float:
+        """The score threshold the file selects with when a call sets none."""
+        return self.postprocess.score_thresh if self.postprocess is not None else self._baked()["score_thresh"]
+
+    def evaluation_options(self, score_threshold: float | None = None) -> tuple[SelectOptions, str]:
+        """The selection mAP is computed with, and a note ("" or why the threshold had to be higher): a file
+        without NMS selects like the PyTorch model; one that ends with NMS can only be made stricter."""
+        if self.postprocess is not None:
+            return evaluation_options(self.postprocess, score_threshold), ""
+        return final_evaluation_options(self._baked(), score_threshold)
+
     def graph_inputs(self, batch: Batch) -> list[dict[str, np.ndarray]]:
         """What the graph is run on: the whole batch, or one image at a time (padded to size_divisible,
         with its size before padding)."""
@@ -195,10 +220,7 @@ class OnnxBackend:
             outputs = [split_detections(run, 1)[0] for run in runs]
         if options is None:
             return outputs
-        baked = self.metadata.extra.get("postprocess")
-        if baked is None:
-            raise ConfigError(f"{self.path} does not record the settings its NMS ran with (exported by an older "
-                              "detzoo); export it again to choose score, IoU or cap at prediction time")
+        baked = self._baked()
         return [apply_to_final(output, options, baked, str(self.path)) for output in outputs]
 
 
