@@ -37,7 +37,7 @@ from tqdm import tqdm
 from ..common.checkpoints import atomic_save
 from ..common.config import Config
 from ..common.device import data_workers
-from ..common.distributed import DistInfo, all_reduce_sum, barrier
+from ..common.distributed import DistInfo, all_gather_objects, all_reduce_sum, barrier
 from ..common.errors import TrainingError, add_note
 from ..data.loader import Batch
 from ..data.records import DetectionData
@@ -447,17 +447,10 @@ class Trainer:
     def _eval_row(row: dict) -> bool:
         return any(key.startswith("val_") for key in row)
 
-    def _shared_ranking(self, result) -> tuple[tuple[str, float], ...]:
-        """The result's ranking keys (``engine/best.py``), rank 0's on every process."""
-        keys = ranking(result.metrics, result.primary) if result is not None else ()
-        count = torch.tensor([float(len(keys))], dtype=torch.float64, device=self.device)
-        count = int(all_reduce_sum(count))
-        values = torch.zeros(count, dtype=torch.float64, device=self.device)
-        if keys:
-            values += torch.tensor([value for _, value in keys], dtype=torch.float64, device=self.device)
-        values = all_reduce_sum(values).tolist()
-        names = [name for name, _ in keys] or [f"key{i}" for i in range(count)]
-        return tuple(zip(names, values))
+    @staticmethod
+    def _shared_ranking(result) -> tuple[tuple[str, float], ...]:
+        """The result's ranking keys (``engine/best.py``): rank 0's (the one that evaluates), on every process."""
+        return all_gather_objects(ranking(result.metrics, result.primary) if result is not None else ())[0]
 
     def _primary_name(self) -> str:
         return self.last_eval.primary if self.last_eval is not None else "metric"
