@@ -161,20 +161,8 @@ def _video_results(predictor: Predictor, source: VideoSource, options: SelectOpt
                    frames: str | None, endless: bool) -> Iterator[Result]:
     from .video import VideoPrediction
 
-    if source.reconnect and not endless:
-        raise ConfigError(f"{source.url}: a camera or stream never ends; iterate predict(..., stream=True) to get "
-                          "its frames as they come")
-    prediction = VideoPrediction(predictor, source, options, vid_stride=vid_stride, frames=frames)
-
-    def results() -> Iterator[Result]:
-        try:
-            for frame in prediction:
-                yield Result(frame.detections, f"{source.name}_{frame.index:06d}.jpg", image=frame.image,
-                             frame=frame.index, timestamp=frame.timestamp)
-        finally:
-            prediction.close()
-
-    return results()
+    _refuse_endless(source, endless, "predict")
+    return _frame_results(VideoPrediction(predictor, source, options, vid_stride=vid_stride, frames=frames))
 
 
 def track_results(predictor: Predictor, source: Source, options: SelectOptions | None = None, *, lines=(),
@@ -184,18 +172,29 @@ def track_results(predictor: Predictor, source: Source, options: SelectOptions |
     each result's detections carry ``track_ids``, and ``counts`` the lines' and zones' state."""
     if isinstance(source, (str, Path, int)) and not isinstance(source, bool):
         source = resolve_source(str(source), live=live)
-    if isinstance(source, VideoSource) and source.reconnect and not endless:
-        raise ConfigError(f"{source.url}: a camera or stream never ends; iterate track(..., stream=True) to get "
+    if isinstance(source, VideoSource):
+        _refuse_endless(source, endless, "track")
+    return _frame_results(predictor.track(source, options, lines=lines, zones=zones, vid_stride=vid_stride,
+                                          frames=frames))
+
+
+def _refuse_endless(source: VideoSource, endless: bool, verb: str) -> None:
+    if source.reconnect and not endless:
+        raise ConfigError(f"{source.url}: a camera or stream never ends; iterate {verb}(..., stream=True) to get "
                           "its frames as they come")
-    tracking = predictor.track(source, options, lines=lines, zones=zones, vid_stride=vid_stride, frames=frames)
-    name = tracking.source.name
+
+
+def _frame_results(run) -> Iterator[Result]:
+    """A video prediction or tracking run (already opened, so a bad source failed before this) as Results,
+    closed when the iteration ends or is abandoned."""
+    name = run.source.name
 
     def results() -> Iterator[Result]:
         try:
-            for frame in tracking:
-                yield Result(frame.detections, f"{name}_{frame.index:06d}.jpg", image=frame.image, frame=frame.index,
-                             timestamp=frame.timestamp, counts=frame.counts)
+            for frame in run:
+                yield Result(frame.detections, f"{name}_{frame.index:06d}.jpg", image=frame.image,
+                             frame=frame.index, timestamp=frame.timestamp, counts=getattr(frame, "counts", None))
         finally:
-            tracking.close()
+            run.close()
 
     return results()
